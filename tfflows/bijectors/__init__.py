@@ -1,0 +1,44 @@
+"""TFP bijectors for normalizing flows (`forward` maps latent -> data).
+
+Every class here is a `tfp.bijectors.Bijector` with no variables of its own:
+parameters are tensors (or variables owned by a Keras layer) and networks are
+callables. They compose with `tfb.Chain`, `tfb.Invert` and
+`tfd.TransformedDistribution`.
+
+Two pieces of plumbing come from TFP itself and are not duplicated here:
+`tfp.bijectors.Permute` (fixed permutations; `reverse(D)` builds one) and
+`tfp.bijectors.Scale(log_scale=...)` (NICE's diagonal rescaling).
+"""
+
+import tensorflow_probability as tfp
+
+from tfflows.bijectors import lu
+from tfflows.bijectors import masks
+from tfflows.bijectors._base import FlowBijector, soft_clamp
+from tfflows.bijectors.actnorm import ActNorm
+from tfflows.bijectors.additive_coupling import AdditiveCoupling
+from tfflows.bijectors.affine_coupling import AffineCoupling
+from tfflows.bijectors.invertible_conv1x1 import InvertibleConv1x1
+from tfflows.bijectors.logit import Logit, bits_per_dim, uniform_dequantize
+from tfflows.bijectors.masked_autoregressive import MaskedAutoregressive
+from tfflows.bijectors.squeeze import Squeeze
+
+__all__ = [
+    "ActNorm", "AdditiveCoupling", "AffineCoupling", "FlowBijector",
+    "InvertibleConv1x1", "Logit", "MaskedAutoregressive", "Squeeze",
+    "bits_per_dim", "lu", "masks", "reverse", "soft_clamp",
+    "uniform_dequantize",
+]
+
+
+def reverse(event_size, axis=-1, name="reverse"):
+    """`tfp.bijectors.Permute` that reverses the order along `axis`.
+
+    Raises:
+      ValueError: if `event_size` is not a positive integer.
+    """
+    if not isinstance(event_size, int) or event_size < 1:
+        raise ValueError("event_size must be a positive integer. "
+                         f"Received: event_size={event_size!r}")
+    return tfp.bijectors.Permute(list(range(event_size - 1, -1, -1)),
+                                 axis=axis, name=name)
