@@ -33,7 +33,7 @@ class RandomConditioner(tf.Module):
     """
 
     def __init__(self, in_shape, out_shape, num_params, dtype, seed=0,
-                 hidden=16):
+                 hidden=16, out_scale=0.5):
         super().__init__()
         rng = np.random.default_rng(seed)
         self.in_shape, self.out_shape = list(in_shape), list(out_shape)
@@ -42,7 +42,7 @@ class RandomConditioner(tf.Module):
         self.w1 = tf.Variable(rng.normal(0, 1 / math.sqrt(n_in), (n_in, hidden)),
                               dtype=dtype, name="w1")
         self.b1 = tf.Variable(rng.normal(0, 0.1, hidden), dtype=dtype, name="b1")
-        self.w2 = tf.Variable(rng.normal(0, 0.5 / math.sqrt(hidden),
+        self.w2 = tf.Variable(rng.normal(0, out_scale / math.sqrt(hidden),
                                          (hidden, n_out)), dtype=dtype, name="w2")
         self.b2 = tf.Variable(rng.normal(0, 0.1, n_out), dtype=dtype, name="b2")
 

@@ -1,0 +1,130 @@
+"""Behaviour beyond the contract: one network call per direction, condition
+kwargs, identity at start, MAF/IAF pass counts, LU and masks helpers."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+import tfflows as tff
+from tests.bijector_cases import RandomConditioner
+
+tfb, tfd = tfp.bijectors, tfp.distributions
+
+
+class Counting:
+    """Wraps a conditioner and counts its calls."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.fn(*args, **kwargs)
+
+
+def _standard_normal(shape):
+    return tfd.Sample(tfd.Normal(0., 1.), shape)
+
+
+@pytest.mark.parametrize("cls", [tff.bijectors.AffineCoupling,
+                                 tff.bijectors.AdditiveCoupling])
+def test_coupling_calls_its_network_once_per_direction(cls):
+    params = 2 if cls is tff.bijectors.AffineCoupling else 1
+    net = Counting(RandomConditioner([2], [2], params, tf.float32))
+    bijector = cls(net, event_shape=[4])
+    dist = tfd.TransformedDistribution(_standard_normal([4]), bijector)
+    y = tf.random.normal([8, 4])
+    dist.log_prob(y)
+    assert net.calls == 1  # inverse and its log-det share one call
+    x = tf.random.normal([8, 4])
+    bijector.forward(x)
+    bijector.forward_log_det_jacobian(x, event_ndims=1)
+    assert net.calls == 2
+
+
+@pytest.mark.parametrize("iaf, sample_calls, density_calls",
+                         [(False, 5, 1), (True, 1, 5)])
+def test_maf_and_iaf_pass_counts(iaf, sample_calls, density_calls):
+    made = tff.nn.MADE(5, num_params=2, hidden_units=(8,))
+    net = Counting(lambda x: tuple(tf.unstack(made(x), axis=-1)))
+    bijector = tff.bijectors.MaskedAutoregressive(net, event_size=5, iaf=iaf)
+    dist = tfd.TransformedDistribution(_standard_normal([5]), bijector)
+    x = dist.sample(7, seed=(1, 2))
+    assert net.calls == sample_calls  # sample = forward
+    net.calls = 0
+    dist.log_prob(tf.constant(x.numpy()))
+    assert net.calls == density_calls  # log_prob = inverse + its log-det
+
+
+def test_fresh_made_flow_is_identity():
+    made = tff.nn.MADE(3, num_params=2, hidden_units=(8,))
+    bijector = tff.bijectors.MaskedAutoregressive(
+        lambda x: tuple(tf.unstack(made(x), axis=-1)))
+    x = tf.random.normal([4, 3])
+    np.testing.assert_allclose(bijector.forward(x), x, atol=1e-6)
+    np.testing.assert_allclose(bijector.forward_log_det_jacobian(x, 1), 0.)
+
+
+def test_condition_kwargs_reach_the_conditioner_through_chain():
+    def shift_and_log_scale(x_a, context):
+        return context[..., :2] + 0. * x_a, 0.5 * context[..., 2:] + 0. * x_a
+
+    coupling = tff.bijectors.AffineCoupling(shift_and_log_scale, [4],
+                                            name="cond_coupling")
+    chain = tfb.Chain([tfb.Shift(1.), coupling])
+    x, context = tf.zeros([3, 4]), tf.ones([3, 4])
+    y = chain.forward(x, cond_coupling={"context": context})
+    np.testing.assert_allclose(y[:, 2:], 2.)  # 0 * e^0.5 + 1, then + 1
+    np.testing.assert_allclose(y[:, :2], 1.)
+    ldj = chain.forward_log_det_jacobian(x, 1, cond_coupling={"context": context})
+    np.testing.assert_allclose(ldj, 2 * 5. * math.tanh(0.5 / 5.), rtol=1e-6)
+
+
+def test_soft_clamp_bounds_the_log_scale():
+    big = lambda x_a: (tf.zeros_like(x_a), 1e4 * tf.ones_like(x_a))
+    bijector = tff.bijectors.AffineCoupling(big, [2], log_scale_clamp=3.0)
+    y = bijector.forward(tf.ones([1, 2]))
+    assert np.all(np.isfinite(y)) and float(y[0, 1]) == pytest.approx(math.exp(3.), rel=1e-5)
+    unclamped = tff.bijectors.AffineCoupling(lambda x: (x, x), [2], log_scale_clamp=None)
+    assert float(unclamped.forward_log_det_jacobian(tf.fill([1, 2], 7.), 1)[0]) == pytest.approx(7.)
+
+
+def test_checkerboard_leaves_its_squares_untouched():
+    mask = tff.bijectors.masks.make_mask("checkerboard", [2, 2, 3])
+    conditioning, _ = mask.split(tf.ones([1, 2, 2, 3]))
+    np.testing.assert_array_equal(conditioning[0, ..., 0], [[1., 0.], [0., 1.]])
+    flipped = tff.bijectors.masks.make_mask("checkerboard", [2, 2, 3], flip=True)
+    np.testing.assert_array_equal(flipped.split(tf.ones([1, 2, 2, 3]))[0][0, ..., 1],
+                                  [[0., 1.], [1., 0.]])
+
+
+def test_squeeze_matches_space_to_depth_layout():
+    x = tf.reshape(tf.range(16.), [1, 4, 4, 1])
+    y = tff.bijectors.Squeeze().forward(x)
+    assert y.shape == (1, 2, 2, 4)
+    np.testing.assert_array_equal(y[0, 0, 0], [0., 1., 4., 5.])
+    dist = tfd.TransformedDistribution(_standard_normal([4, 4, 1]), tff.bijectors.Squeeze())
+    assert dist.event_shape == (2, 2, 4)
+    assert dist.sample(2, seed=(0, 1)).shape == (2, 2, 2, 4)
+
+
+def test_lu_round_trip_and_log_det():
+    matrix = tff.bijectors.lu.random_rotation(6, seed=0) + 0.5 * np.eye(6)
+    params = tff.bijectors.lu.lu_decompose(matrix.astype(np.float64))
+    np.testing.assert_allclose(tff.bijectors.lu.lu_weight(**params), matrix, atol=1e-12)
+    np.testing.assert_allclose(tff.bijectors.lu.lu_inverse_weight(**params),
+                               np.linalg.inv(matrix), atol=1e-12)
+    assert float(tf.reduce_sum(params["log_abs_diag"])) == pytest.approx(
+        np.linalg.slogdet(matrix)[1])
+
+
+def test_uniform_model_scores_log2_num_bins():
+    # The uniform density on [0, 1]^D has log_prob 0 everywhere.
+    bpd = tff.bijectors.bits_per_dim(tf.zeros([3]), num_dims=64, num_bins=17)
+    np.testing.assert_allclose(bpd, math.log2(17), rtol=1e-6)
+    x = tf.constant(np.arange(17.) / 17.)
+    noisy = tff.bijectors.uniform_dequantize(x, num_bins=17, seed=(1, 2))
+    assert np.all((noisy >= x) & (noisy < x + 1 / 17.))

@@ -1,0 +1,235 @@
+"""MADE: a masked dense network whose outputs are autoregressive in its inputs."""
+
+import keras
+import numpy as np
+from keras import ops
+
+__all__ = ["MADE"]
+
+_ORDERS = ("natural", "reversed", "random")
+_HIDDEN_DEGREES = ("equal", "random")
+
+
+def _check_int(name, value, minimum, optional=False):
+    if optional and value is None:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+            or value < minimum):
+        raise ValueError(f"{name} must be {'None or ' if optional else ''}an integer "
+                         f">= {minimum}. Received: {name}={value!r}")
+    return int(value)
+
+
+def _make_input_order(input_order, event_size, rng):
+    """Returns the degree (1..D) of each input as a tuple of Python ints.
+
+    `input_order` is "natural" (1..D), "reversed" (D..1), "random" (a
+    permutation drawn from the numpy Generator `rng`) or an explicit
+    permutation of 1..D.
+    """
+    if isinstance(input_order, str):
+        if input_order not in _ORDERS:
+            raise ValueError(f"input_order must be one of {_ORDERS} or a permutation of "
+                             f"1..{event_size}. Received: input_order={input_order!r}")
+        order = np.arange(1, event_size + 1)
+        if input_order == "reversed":
+            order = order[::-1]
+        elif input_order == "random":
+            order = rng.permutation(order)
+        return tuple(int(d) for d in order)
+    try:
+        order = tuple(int(d) for d in input_order)
+        valid = (sorted(order) == list(range(1, event_size + 1))
+                 and all(d == e for d, e in zip(order, input_order)))
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(f"input_order must be one of {_ORDERS} or a permutation of "
+                         f"1..{event_size}. Received: input_order={input_order!r}")
+    return order
+
+
+def _make_hidden_degrees(input_degrees, hidden_units, hidden_degrees, rng):
+    """Returns one int array of degrees per hidden layer (as TFP's `_create_degrees`).
+
+    A unit's degree is the largest input degree it may see. "equal" spreads the
+    degrees of each layer evenly over [1, D-1]; "random" draws them uniformly
+    from [min degree of the previous layer, D-1] with the numpy Generator `rng`.
+    For D = 1 every hidden degree is 0: hidden units see no input at all.
+    """
+    max_degree = len(input_degrees) - 1
+    degrees, previous = [], np.asarray(input_degrees)
+    for units in hidden_units:
+        low = min(int(previous.min()), max_degree)
+        if hidden_degrees == "random":
+            layer = rng.integers(low, max_degree + 1, size=units)
+        else:
+            layer = np.maximum(low, np.ceil(
+                np.arange(1, units + 1) * max_degree / (units + 1)).astype(np.int64))
+        degrees.append(layer.astype(np.int64))
+        previous = layer
+    return degrees
+
+
+def _make_masks(input_degrees, hidden_degrees, num_params):
+    """Returns the 0/1 float32 masks, one `[fan_in, fan_out]` array per layer.
+
+    A hidden unit of degree m_k connects to a unit of the layer below of degree
+    m_{k-1} iff m_k >= m_{k-1}. Output column `d * num_params + p` (parameter p
+    of input d, degree deg_d) connects to a last-layer unit iff deg_d > m_L.
+    Hence output d depends only on inputs of strictly smaller degree.
+    """
+    masks, previous = [], np.asarray(input_degrees)
+    for layer in hidden_degrees:
+        masks.append((layer[None, :] >= previous[:, None]).astype(np.float32))
+        previous = layer
+    out = np.repeat(np.asarray(input_degrees), num_params)
+    masks.append((out[None, :] > previous[:, None]).astype(np.float32))
+    return masks
+
+
+@keras.saving.register_keras_serializable(package="tfflows")
+class MADE(keras.layers.Layer):
+    """Masked Autoencoder for Distribution Estimation (MADE).
+
+    A dense network whose dense kernels are multiplied by fixed binary masks so
+    that the parameters produced for input dimension `d` depend only on inputs
+    with a strictly smaller degree (position in `input_order`): the Jacobian of
+    output `d` w.r.t. input `j` is exactly zero unless `order[j] < order[d]`.
+    The output layer is zero-initialised, so a flow built on a fresh MADE is
+    the identity. An optional `context` enters, unmasked, the first hidden
+    pre-activation and (through a zero-initialised projection) the output, so
+    that even the first input in the order is conditioned on it, as with TFP's
+    default `conditional_input_layers="all_layers"`.
+
+    References:
+        Germain, Gregor, Murray, Larochelle (2015). MADE: Masked Autoencoder
+        for Distribution Estimation. ICML. https://arxiv.org/abs/1502.03509
+
+    Args:
+        event_size: int >= 1, the number of input dimensions D.
+        num_params: int >= 1, parameters produced per input dimension.
+        hidden_units: non-empty sequence of positive ints, the hidden widths.
+        input_order: "natural", "reversed", "random" (drawn from `seed`) or an
+            explicit permutation of 1..D giving each input's degree.
+        hidden_degrees: "equal" (evenly spread over [1, D-1]) or "random".
+        context_dim: None, or the size of the conditioning input.
+        activation: hidden activation, anything `keras.activations.get` takes.
+        seed: None or int >= 0 for "random" orders/degrees. If None and
+            something is random, a seed is drawn once and kept in the config.
+        kernel_initializer: initializer of the hidden and context kernels.
+        **kwargs: standard `keras.layers.Layer` arguments (`name`, `dtype`...).
+
+    Input shape:
+        `x`: `(..., event_size)`; `context` (if `context_dim`):
+        `(..., context_dim)`, its batch dims broadcasting against `x`'s.
+
+    Output shape:
+        `(..., event_size, num_params)`.
+
+    >>> made = MADE(event_size=3, num_params=2, hidden_units=(8,))
+    >>> made(np.zeros((4, 3), "float32")).shape
+    TensorShape([4, 3, 2])
+    """
+
+    def __init__(self, event_size, num_params, hidden_units=(64, 64),
+                 input_order="natural", hidden_degrees="equal", context_dim=None,
+                 activation="relu", seed=None, kernel_initializer="glorot_uniform",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.event_size = _check_int("event_size", event_size, 1)
+        self.num_params = _check_int("num_params", num_params, 1)
+        if (isinstance(hidden_units, (str, bytes)) or not hasattr(hidden_units, "__len__")
+                or len(hidden_units) == 0 or any(
+                    isinstance(u, bool) or not isinstance(u, (int, np.integer)) or u < 1
+                    for u in hidden_units)):
+            raise ValueError("hidden_units must be a non-empty sequence of integers "
+                             f">= 1. Received: hidden_units={hidden_units!r}")
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        if not isinstance(hidden_degrees, str) or hidden_degrees not in _HIDDEN_DEGREES:
+            raise ValueError(f"hidden_degrees must be one of {_HIDDEN_DEGREES}. "
+                             f"Received: hidden_degrees={hidden_degrees!r}")
+        self.hidden_degrees = hidden_degrees
+        self.context_dim = _check_int("context_dim", context_dim, 1, optional=True)
+        seed = _check_int("seed", seed, 0, optional=True)
+        if seed is None and (hidden_degrees == "random" or (
+                isinstance(input_order, str) and input_order == "random")):
+            seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+        self.seed = seed
+        order_rng, hidden_rng = (np.random.default_rng(s)
+                                 for s in np.random.SeedSequence(seed or 0).spawn(2))
+        self.input_order = _make_input_order(input_order, self.event_size, order_rng)
+        self._degrees = _make_hidden_degrees(
+            self.input_order, self.hidden_units, hidden_degrees, hidden_rng)
+        self._masks = _make_masks(self.input_order, self._degrees, self.num_params)
+        self.activation = keras.activations.get(activation)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    @property
+    def masks(self):
+        """The list of 0/1 numpy masks, `[fan_in, fan_out]`, input to output."""
+        return [m.copy() for m in self._masks]
+
+    @property
+    def degrees(self):
+        """The degrees of the inputs, then of each hidden layer (numpy arrays)."""
+        return [np.asarray(self.input_order)] + [d.copy() for d in self._degrees]
+
+    def _check_last_dim(self, shape, name, expected):
+        if shape is not None and len(shape) >= 1 and shape[-1] is not None \
+                and shape[-1] == expected:
+            return
+        raise ValueError(f"Expected `{name}` of shape (..., {expected}) for MADE "
+                         f"'{self.name}'. Received: {name}.shape={tuple(shape or ())}")
+
+    def build(self, x_shape, context_shape=None):
+        self._check_last_dim(x_shape, "x", self.event_size)
+        if context_shape is not None and self.context_dim is not None:
+            self._check_last_dim(context_shape, "context", self.context_dim)
+        self._kernels, self._biases = [], []
+        last = len(self._masks) - 1
+        for k, mask in enumerate(self._masks):
+            init = "zeros" if k == last else self.kernel_initializer
+            self._kernels.append(self.add_weight(shape=mask.shape, initializer=init,
+                                                 name=f"kernel_{k}"))
+            self._biases.append(self.add_weight(shape=(mask.shape[1],),
+                                                initializer="zeros", name=f"bias_{k}"))
+        self._context_kernels = []
+        if self.context_dim is not None:  # into the first hidden layer and the output
+            for k, units in ((0, self.hidden_units[0]), (last, self._masks[-1].shape[1])):
+                self._context_kernels.append(self.add_weight(
+                    shape=(self.context_dim, units), name=f"context_kernel_{k}",
+                    initializer="zeros" if k == last else self.kernel_initializer))
+
+    def call(self, x, context=None):
+        if self.context_dim is None and context is not None:
+            raise ValueError(f"MADE '{self.name}' was built with context_dim=None but "
+                             "received a `context`. Set context_dim to condition it.")
+        if self.context_dim is not None and context is None:
+            raise ValueError(f"MADE '{self.name}' has context_dim={self.context_dim} and "
+                             "requires `context`, but call() received context=None.")
+        self._check_last_dim(x.shape, "x", self.event_size)
+        h = ops.cast(x, self.compute_dtype)
+        last = len(self._masks) - 1
+        for k, mask in enumerate(self._masks):
+            kernel = ops.convert_to_tensor(self._kernels[k])
+            h = ops.matmul(h, kernel * ops.cast(mask, kernel.dtype)) + self._biases[k]
+            if context is not None and k in (0, last):
+                self._check_last_dim(context.shape, "context", self.context_dim)
+                context = ops.cast(context, self.compute_dtype)
+                h = h + ops.matmul(context, self._context_kernels[min(k, 1)])
+            if k < last:
+                h = self.activation(h)
+        out_shape = tuple(ops.shape(h)[:-1]) + (self.event_size, self.num_params)
+        return ops.reshape(h, out_shape)
+
+    def get_config(self):
+        return {**super().get_config(),
+                "event_size": self.event_size, "num_params": self.num_params,
+                "hidden_units": list(self.hidden_units),
+                "input_order": list(self.input_order),
+                "hidden_degrees": self.hidden_degrees, "context_dim": self.context_dim,
+                "activation": keras.activations.serialize(self.activation),
+                "seed": self.seed,
+                "kernel_initializer":
+                    keras.initializers.serialize(self.kernel_initializer)}
