@@ -6,7 +6,9 @@ its forward domain and raises `AssertionError` with the largest discrepancy.
 before being fed back, so TFP's cache cannot answer for the bijector.
 
 >>> from tfflows import testing
->>> testing.assert_bijector_contract(bijector, x, event_ndims=1)
+>>> import tensorflow as tf, tfflows as tff
+>>> bijector = tff.bijectors.Squeeze()
+>>> testing.assert_bijector_contract(bijector, tf.ones([2, 4, 4, 1]), event_ndims=3)
 """
 
 import numpy as np
