@@ -1,13 +1,15 @@
 """tfflows: normalizing flows for TensorFlow and Keras 3.
 
->>> import tfflows as tff
->>> tff.bijectors.AffineCoupling   # TFP bijectors
->>> tff.nn.MADE                    # Keras 3 conditioner networks
+    import tfflows as tff
+    tff.bijectors.AffineCoupling   # TFP bijectors
+    tff.nn.MADE                    # Keras 3 conditioner networks
+    tff.testing                    # the bijector contract, for your own bijectors
 """
 
 from tfflows import bijectors
 from tfflows import nn
+from tfflows import testing
 
 __version__ = "0.1.0"
 
-__all__ = ["bijectors", "nn", "__version__"]
+__all__ = ["bijectors", "nn", "testing", "__version__"]
