@@ -8,8 +8,10 @@
 
 from tfflows import bijectors
 from tfflows import nn
+from tfflows import layers
+from tfflows.flow import Flow
 from tfflows import testing
 
 __version__ = "0.1.0"
 
-__all__ = ["bijectors", "nn", "testing", "__version__"]
+__all__ = ["Flow", "bijectors", "layers", "nn", "testing", "__version__"]

@@ -18,13 +18,14 @@ from tfflows.bijectors._base import FlowBijector, soft_clamp
 from tfflows.bijectors.actnorm import ActNorm
 from tfflows.bijectors.additive_coupling import AdditiveCoupling
 from tfflows.bijectors.affine_coupling import AffineCoupling
+from tfflows.bijectors.factor_out import FactorOut
 from tfflows.bijectors.invertible_conv1x1 import InvertibleConv1x1
 from tfflows.bijectors.logit import Logit, bits_per_dim, uniform_dequantize
 from tfflows.bijectors.masked_autoregressive import MaskedAutoregressive
 from tfflows.bijectors.squeeze import Squeeze
 
 __all__ = [
-    "ActNorm", "AdditiveCoupling", "AffineCoupling", "FlowBijector",
+    "ActNorm", "AdditiveCoupling", "AffineCoupling", "FactorOut", "FlowBijector",
     "InvertibleConv1x1", "Logit", "MaskedAutoregressive", "Squeeze",
     "bits_per_dim", "lu", "masks", "reverse", "soft_clamp",
     "uniform_dequantize",

@@ -3,7 +3,7 @@
 Each is zero-initialised at its output, so a fresh flow is the identity.
 """
 
-from tfflows.nn.coupling import CouplingMLP
+from tfflows.nn.coupling import CouplingConvNet, CouplingMLP
 from tfflows.nn.made import MADE
 
-__all__ = ["CouplingMLP", "MADE"]
+__all__ = ["CouplingConvNet", "CouplingMLP", "MADE"]

@@ -3,7 +3,36 @@
 import keras
 from keras import ops
 
-__all__ = ["CouplingMLP"]
+__all__ = ["CouplingMLP", "CouplingConvNet"]
+
+
+def _check_hidden(hidden_units, name="hidden_units"):
+    units = tuple(int(u) for u in hidden_units)
+    if not units or min(units) < 1:
+        raise ValueError(f"{name} must be a non-empty list of positive widths. "
+                         f"Received: {name}={hidden_units!r}")
+    return units
+
+
+def _with_context(layer, x, context, batch_and_spatial):
+    """Appends the context, broadcast over batch (and pixels), to `x`."""
+    if (context is None) != (layer.context_dim is None):
+        raise ValueError(
+            f"{type(layer).__name__}(context_dim={layer.context_dim}) was "
+            f"called {'without' if context is None else 'with'} a context")
+    if context is None:
+        return x
+    context = ops.cast(context, x.dtype)
+    if len(batch_and_spatial) > len(context.shape) - 1:  # images: add H, W
+        context = ops.expand_dims(ops.expand_dims(context, -2), -2)
+    context = ops.broadcast_to(context, tuple(batch_and_spatial) + (layer.context_dim,))
+    return ops.concatenate([x, context], axis=-1)
+
+
+def _split_params(out, num_params):
+    if num_params == 1:
+        return out
+    return tuple(ops.split(out, num_params, axis=-1))
 
 
 @keras.saving.register_keras_serializable(package="tfflows")
@@ -39,10 +68,7 @@ class CouplingMLP(keras.layers.Layer):
         if not isinstance(num_params, int) or num_params < 1:
             raise ValueError("num_params must be a positive integer. "
                              f"Received: num_params={num_params!r}")
-        hidden_units = tuple(int(u) for u in hidden_units)
-        if not hidden_units or min(hidden_units) < 1:
-            raise ValueError("hidden_units must be a non-empty list of "
-                             f"positive widths. Received: {hidden_units!r}")
+        hidden_units = _check_hidden(hidden_units)
         self.output_size = output_size
         self.num_params = num_params
         self.hidden_units = hidden_units
@@ -56,19 +82,10 @@ class CouplingMLP(keras.layers.Layer):
             bias_initializer="zeros", dtype=self.dtype_policy)
 
     def call(self, x, context=None):
-        if (context is None) != (self.context_dim is None):
-            raise ValueError(
-                f"CouplingMLP(context_dim={self.context_dim}) was called "
-                f"{'without' if context is None else 'with'} a context")
-        h = x if context is None else ops.concatenate(
-            [x, ops.broadcast_to(context, ops.shape(x)[:-1] +
-                                 (self.context_dim,))], axis=-1)
+        h = _with_context(self, x, context, ops.shape(x)[:-1])
         for layer in self._hidden:
             h = layer(h)
-        out = self._out(h)
-        if self.num_params == 1:
-            return out
-        return tuple(ops.split(out, self.num_params, axis=-1))
+        return _split_params(self._out(h), self.num_params)
 
     def get_config(self):
         return {**super().get_config(),
@@ -76,4 +93,66 @@ class CouplingMLP(keras.layers.Layer):
                 "num_params": self.num_params,
                 "hidden_units": list(self.hidden_units),
                 "activation": keras.activations.serialize(self.activation),
+                "context_dim": self.context_dim}
+
+
+@keras.saving.register_keras_serializable(package="tfflows")
+class CouplingConvNet(keras.layers.Layer):
+    """A convolutional conditioner for image couplings, identity at start.
+
+    3x3 conv -> 1x1 conv -> 3x3 conv (zero-initialised), as in Glow's coupling
+    network, mapping `[..., H, W, C_in]` (plus an optional context broadcast
+    over the pixels) to `num_params` tensors `[..., H, W, output_channels]`.
+
+    Args:
+      output_channels: channels of the transformed part.
+      num_params: tensors to return (2 for affine couplings).
+      hidden_channels: width of the hidden convolutions.
+      context_dim: size of the context vector, or None.
+
+    Input shape:
+      `[..., H, W, C_in]` (any number of batch dimensions).
+
+    Output shape:
+      `num_params` tensors `[..., H, W, output_channels]`.
+    """
+
+    def __init__(self, output_channels, num_params=2, hidden_channels=64,
+                 context_dim=None, **kwargs):
+        super().__init__(**kwargs)
+        for arg, value in (("output_channels", output_channels),
+                           ("num_params", num_params),
+                           ("hidden_channels", hidden_channels)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{arg} must be a positive integer. "
+                                 f"Received: {arg}={value!r}")
+        self.output_channels = output_channels
+        self.num_params = num_params
+        self.hidden_channels = hidden_channels
+        self.context_dim = context_dim
+        policy = self.dtype_policy
+        self._convs = [
+            keras.layers.Conv2D(hidden_channels, 3, padding="same",
+                                activation="relu", dtype=policy),
+            keras.layers.Conv2D(hidden_channels, 1, activation="relu",
+                                dtype=policy),
+            keras.layers.Conv2D(output_channels * num_params, 3,
+                                padding="same", kernel_initializer="zeros",
+                                dtype=policy),
+        ]
+
+    def call(self, x, context=None):
+        shape = ops.shape(x)
+        h = _with_context(self, x, context, shape[:-1])
+        h = ops.reshape(h, (-1,) + tuple(h.shape[-3:]))
+        for conv in self._convs:
+            h = conv(h)
+        h = ops.reshape(h, tuple(shape[:-1]) + (h.shape[-1],))
+        return _split_params(h, self.num_params)
+
+    def get_config(self):
+        return {**super().get_config(),
+                "output_channels": self.output_channels,
+                "num_params": self.num_params,
+                "hidden_channels": self.hidden_channels,
                 "context_dim": self.context_dim}

@@ -1,0 +1,322 @@
+"""`Flow`: a Keras model over flow layers and a base distribution."""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfflows.bijectors.logit import bits_per_dim
+
+__all__ = ["Flow"]
+
+tfb, tfd = tfp.bijectors, tfp.distributions
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+@keras.saving.register_keras_serializable(package="tfflows")
+class Flow(keras.Model):
+    """A normalizing flow: `log p(x) = log p_base(encode(x)) + log|det d encode/dx|`.
+
+    `layers` are flow layers listed from the data side (`tfflows.layers`);
+    the latent has the data's shape and the base distribution is a standard
+    normal over it unless `base_distribution` says otherwise.
+
+    Training: `compile(optimizer=...)` needs no loss; `fit` minimises the
+    negative log-likelihood and logs `nll` (nats per example) and, for image
+    flows (`num_bins` set), `bits_per_dim`. Image flows take pixels in
+    [0, 1] (`k / num_bins`) and `fit` adds uniform dequantization noise of one
+    bin to training and validation batches alike; `log_prob` called directly
+    is deterministic. Before the first step `fit` initialises every actnorm
+    layer from the first batch.
+
+    Args:
+      layers: flow layers, data side first.
+      event_shape: shape of one example, e.g. `(2,)` or `(8, 8, 1)`.
+      context_dim: size of the conditioning input for conditional flows;
+        inputs are then `{"x": x, "context": c}`.
+      num_bins: pixel levels for image flows (enables dequantization and
+        `bits_per_dim`), or None.
+      base_distribution: a TFP distribution over `event_shape` (default
+        standard normal). Flows with a custom base cannot be saved to
+        `.keras`.
+    """
+
+    def __init__(self, layers, event_shape, context_dim=None, num_bins=None,
+                 base_distribution=None, **kwargs):
+        super().__init__(**kwargs)
+        self.flow_layers = [keras.saving.deserialize_keras_object(l)
+                            if isinstance(l, dict) else l for l in layers]
+        self.event_shape = tuple(int(d) for d in event_shape)
+        self.context_dim = context_dim
+        self.num_bins = num_bins
+        self._custom_base = base_distribution
+        self.nll_tracker = keras.metrics.Mean(name="nll")
+        self.bpd_tracker = (keras.metrics.Mean(name="bits_per_dim")
+                            if num_bins else None)
+        self._build_layers()
+
+    # -- structure ------------------------------------------------------------
+    def _build_layers(self):
+        shape = (None,) + self.event_shape
+        for layer in self.flow_layers:
+            if not layer.built:
+                layer.build(shape)
+            shape = tuple(layer.compute_output_shape(shape))
+        if tuple(shape[1:]) != self.event_shape:
+            raise ValueError(f"The latent must have the data's shape "
+                             f"{self.event_shape}; the layers end at {shape[1:]}")
+        self.built = True
+
+    def build(self, input_shape=None):
+        self._build_layers()
+
+    @property
+    def event_ndims(self):
+        return len(self.event_shape)
+
+    @property
+    def base_distribution(self):
+        if self._custom_base is not None:
+            return self._custom_base
+        return tfd.Sample(tfd.Normal(tf.zeros([], self.compute_dtype),
+                                     tf.ones([], self.compute_dtype)),
+                          sample_shape=self.event_shape)
+
+    def bijector(self, context=None):
+        """The flow as one TFP bijector (latent -> data), bound to the weights."""
+        return tfb.Chain([l.make_bijector(context) for l in self.flow_layers],
+                         name=self.name)
+
+    @property
+    def distribution(self):
+        """A `tfd.TransformedDistribution` over the same chain."""
+        if self.context_dim is not None:
+            raise ValueError("A conditional flow has one distribution per "
+                             "context: use flow.distribution_given(context)")
+        return tfd.TransformedDistribution(self.base_distribution, self.bijector())
+
+    def distribution_given(self, context):
+        """The conditional distribution `p(x | context)` as a TFP distribution."""
+        return tfd.TransformedDistribution(
+            self.base_distribution, self.bijector(self._check_context(context)))
+
+    # -- inputs -----------------------------------------------------------------
+    def _split_inputs(self, inputs):
+        if isinstance(inputs, dict):
+            unknown = set(inputs) - {"x", "context"}
+            if unknown or "x" not in inputs:
+                raise ValueError("Flow inputs must be a tensor or a dict with "
+                                 f"keys 'x' and 'context'. Received keys: "
+                                 f"{sorted(inputs)}")
+            return inputs["x"], inputs.get("context")
+        return inputs, None
+
+    def _check_x(self, x, name="x"):
+        x = tf.convert_to_tensor(x, dtype_hint=self.compute_dtype)
+        if not x.dtype.is_floating:
+            raise ValueError(f"{name} must be floating point. Received dtype "
+                             f"{x.dtype.name}")
+        x = tf.cast(x, self.compute_dtype)
+        expected = self.event_shape
+        shape = tuple(x.shape)
+        if len(shape) != len(expected) + 1 or any(
+                s is not None and s != e for s, e in zip(shape[1:], expected)):
+            raise ValueError(f"{name} must have shape [batch, {', '.join(map(str, expected))}]"
+                             f" for this flow. Received: {name}.shape={shape}")
+        return x
+
+    def _check_context(self, context, batch=None):
+        if self.context_dim is None:
+            if context is not None:
+                raise ValueError("This flow is not conditional (context_dim=None) "
+                                 "but received a context")
+            return None
+        if context is None:
+            raise ValueError(f"This flow is conditional (context_dim="
+                             f"{self.context_dim}) and needs a context")
+        context = tf.cast(tf.convert_to_tensor(context), self.compute_dtype)
+        if context.shape.rank == 1:
+            context = context[tf.newaxis]
+        if context.shape.rank != 2 or context.shape[-1] not in (None, self.context_dim):
+            raise ValueError(f"context must have shape [{self.context_dim}] or "
+                             f"[batch, {self.context_dim}]. Received: "
+                             f"context.shape={tuple(context.shape)}")
+        if batch is not None:
+            context = tf.broadcast_to(context, tf.stack([batch, self.context_dim]))
+        return context
+
+    # -- the four maps ----------------------------------------------------------
+    def encode_and_log_det(self, x, context=None):
+        """data -> latent: `(z, log|det dz/dx|)`; one network call per layer."""
+        x = self._check_x(x)
+        context = self._check_context(context, tf.shape(x)[0])
+        chain = self.bijector(context)
+        z = chain.inverse(x)
+        ldj = chain.inverse_log_det_jacobian(x, event_ndims=self.event_ndims)
+        return z, tf.broadcast_to(ldj, tf.shape(x)[:1])
+
+    def encode(self, x, context=None):
+        """data -> latent, shaped like `x`."""
+        return self.encode_and_log_det(x, context)[0]
+
+    def decode(self, z, context=None):
+        """latent -> data, the exact inverse of `encode`."""
+        z = self._check_x(z, "z")
+        context = self._check_context(context, tf.shape(z)[0])
+        return self.bijector(context).forward(z)
+
+    def base_log_prob(self, z):
+        """Base log-density; plain ops for the default normal (ONNX-friendly)."""
+        if self._custom_base is not None:
+            return self._custom_base.log_prob(z)
+        axes = list(range(-self.event_ndims, 0))
+        size = float(np.prod(self.event_shape))
+        return -0.5 * tf.reduce_sum(tf.square(z), axis=axes) - size * _HALF_LOG_2PI
+
+    def log_prob(self, x, context=None):
+        """`log p(x)` (or `log p(x | context)`), shape `[batch]`."""
+        z, ldj = self.encode_and_log_det(x, context)
+        return self.base_log_prob(z) + ldj
+
+    def sample(self, num_samples, temperature=1.0, seed=None, context=None):
+        """Draws `num_samples` examples, base std scaled by `temperature`.
+
+        Args:
+          num_samples: how many.
+          temperature: scales the base distribution's spread (Glow).
+          seed: int for reproducible (stateless) sampling, or None.
+          context: `[K]` (all draws) or `[num_samples, K]` for conditional flows.
+        """
+        temperature = tf.cast(temperature, self.compute_dtype)
+        shape = tf.concat([[num_samples], self.event_shape], 0)
+        if self._custom_base is None:
+            eps = (tf.random.normal(shape, dtype=self.compute_dtype) if seed is None
+                   else tf.random.stateless_normal(
+                       shape, tf.stack([tf.cast(seed, tf.int64), 0]),
+                       dtype=self.compute_dtype))
+            z = temperature * eps
+        else:
+            base = self._custom_base
+            draws = base.sample(num_samples, seed=None if seed is None else (seed, 0))
+            z = base.mean() + temperature * (draws - base.mean())
+        return self.decode(z, context)
+
+    # -- Keras ----------------------------------------------------------------
+    def call(self, inputs, training=None):
+        x, context = self._split_inputs(inputs)
+        return self.log_prob(x, context)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        loss = -tf.reduce_mean(y_pred)
+        if self.losses:
+            loss = loss + tf.add_n(self.losses)
+        return loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        self.nll_tracker.update_state(-y_pred)
+        if self.bpd_tracker is not None:
+            self.bpd_tracker.update_state(bits_per_dim(
+                y_pred, int(np.prod(self.event_shape)), self.num_bins))
+        return self.get_metrics_result()
+
+    def _dequantize(self, data):
+        if not self.num_bins:
+            return data
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        pixels, context = self._split_inputs(x)
+        pixels = tf.cast(pixels, self.compute_dtype)
+        pixels = pixels + tf.random.uniform(tf.shape(pixels), dtype=pixels.dtype) / self.num_bins
+        x = pixels if context is None else {"x": pixels, "context": context}
+        return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
+
+    def train_step(self, data):
+        return super().train_step(self._dequantize(data))
+
+    def test_step(self, data):
+        return super().test_step(self._dequantize(data))
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto",
+            callbacks=None, validation_split=0.0, validation_data=None,
+            **kwargs):
+        """`keras.Model.fit` with the data checked and actnorm initialised.
+
+        Takes no targets. Arrays are checked for shape and NaN/Inf before
+        training starts; for a `tf.data.Dataset` the element spec and the first
+        batch are checked (add `keras.callbacks.TerminateOnNaN` to stop on
+        a bad later batch).
+        """
+        if y is not None:
+            raise ValueError("Flow.fit takes no targets (y): the negative "
+                             "log-likelihood of x is the loss")
+        first = self._check_fit_data(x, "x", batch_size)
+        if validation_data is not None:
+            self._check_fit_data(validation_data, "validation_data", batch_size)
+        self.initialize(*first)
+        return super().fit(x, batch_size=batch_size, epochs=epochs,
+                           verbose=verbose, callbacks=callbacks,
+                           validation_split=validation_split,
+                           validation_data=validation_data, **kwargs)
+
+    def _check_fit_data(self, data, name, batch_size=None):
+        """Validates fit data; returns `(x, context)` of a first batch."""
+        if isinstance(data, tf.data.Dataset):
+            batch = next(iter(data))
+        else:
+            batch = data
+        if isinstance(batch, (tuple, list)):
+            if len(batch) != 1 and not (len(batch) == 2 and batch[1] is None):
+                raise ValueError(f"{name} must hold inputs only (no targets); "
+                                 f"received a tuple of {len(batch)}")
+            batch = batch[0]
+        x, context = self._split_inputs(batch)
+        if (context is None) != (self.context_dim is None):
+            raise ValueError(f"{name} must be a dict {{'x', 'context'}} for a "
+                             "conditional flow, and plain x otherwise")
+        parts = [("x", x)] + ([] if context is None else [("context", context)])
+        for part_name, value in parts:
+            array = np.asarray(value)
+            label = name if part_name == "x" else f"{name}['context']"
+            if not np.issubdtype(array.dtype, np.number):
+                raise ValueError(f"{label} must be numeric. Received dtype {array.dtype}")
+            if part_name == "x":
+                self._check_x(tf.zeros((0,) + array.shape[1:]), label)
+            bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+            if bad.any():
+                raise ValueError(f"{label} has {int(bad.sum())} rows with NaN or Inf "
+                                 f"(first at index {int(np.argmax(bad))}); clean "
+                                 "them before training")
+        if self.num_bins:
+            lo, hi = float(np.min(np.asarray(x))), float(np.max(np.asarray(x)))
+            if lo < 0 or hi > 1:
+                raise ValueError(f"{name}: image flows take pixels scaled to "
+                                 f"[0, 1]; received values in [{lo:g}, {hi:g}]")
+        rows = np.random.default_rng(0).permutation(len(x))[:max(batch_size or 0, 512)]
+        return (np.asarray(x)[rows],
+                None if context is None else np.asarray(context)[rows])
+
+    def initialize(self, x, context=None):
+        """Data-dependent initialisation (actnorm) from a batch, eagerly.
+
+        `fit` calls it on the first batch; call it yourself to initialise
+        without training. Layers already initialised (e.g. after a reload)
+        are left alone.
+        """
+        h = self._check_x(x)
+        if self.num_bins:
+            h = h + tf.random.uniform(tf.shape(h), dtype=h.dtype) / self.num_bins
+        context = self._check_context(context, tf.shape(h)[0])
+        for layer in self.flow_layers:
+            h = layer.initialize_from(h, context)
+
+    def get_config(self):
+        if self._custom_base is not None:
+            raise ValueError("A Flow with a custom base_distribution cannot be "
+                             "serialized; only the default standard normal is")
+        return {**super().get_config(),
+                "layers": [keras.saving.serialize_keras_object(l)
+                           for l in self.flow_layers],
+                "event_shape": list(self.event_shape),
+                "context_dim": self.context_dim, "num_bins": self.num_bins}

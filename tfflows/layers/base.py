@@ -1,0 +1,117 @@
+"""The base of every flow layer: a Keras layer that hands out a bijector."""
+
+import keras
+import tensorflow as tf
+
+__all__ = ["FlowLayer", "bound", "build_network"]
+
+
+def bound(variable):
+    """The `tf.Variable` behind a Keras variable, so TFP reads it live.
+
+    TFP keeps `tf.Variable` parameters by reference but converts anything else
+    (a Keras 3 variable included) to a constant at construction.
+    """
+    return getattr(variable, "value", variable)
+
+
+def build_network(network, input_shape, context_dim, dtype):
+    """Creates a conditioner's weights by calling it once on zeros."""
+    x = keras.ops.zeros((1,) + tuple(input_shape[1:]), dtype=dtype)
+    if context_dim is None:
+        network(x)
+    else:
+        network(x, context=keras.ops.zeros((1, context_dim), dtype=dtype))
+
+
+class FlowLayer(keras.layers.Layer):
+    """A Keras 3 layer that owns a flow's variables and exposes its bijector.
+
+    Subclasses create their weights in `build` and implement
+    `make_bijector(context=None)`, returning a `tfp.bijectors.Bijector` bound
+    to those weights (TFP's direction: `forward` maps latent -> data).
+
+    Flows list their layers from the data side: a layer's `call` (and
+    `inverse`) maps data -> latent and returns the log-det of that map;
+    `forward` runs the other way.
+
+    Args:
+      context_dim: size of the conditioning input, for conditional layers.
+    """
+
+    conditional = False  # whether the layer can take a context
+
+    def __init__(self, context_dim=None, **kwargs):
+        super().__init__(**kwargs)
+        if context_dim is not None:
+            if not self.conditional:
+                raise ValueError(f"{type(self).__name__} takes no context. "
+                                 f"Received: context_dim={context_dim!r}")
+            if not isinstance(context_dim, int) or context_dim < 1:
+                raise ValueError("context_dim must be a positive integer. "
+                                 f"Received: context_dim={context_dim!r}")
+        self.context_dim = context_dim
+
+    def make_bijector(self, context=None):
+        raise NotImplementedError
+
+    @property
+    def bijector(self):
+        """The TFP bijector bound to this layer's variables (no context)."""
+        self._require_built()
+        return self.make_bijector()
+
+    def _require_built(self):
+        if not self.built:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' is not built: call it on "
+                "a batch (or build the Flow that holds it) first")
+
+    def _check_context(self, context):
+        if self.context_dim is not None and context is None:
+            raise ValueError(f"{type(self).__name__} '{self.name}' is "
+                             f"conditional (context_dim={self.context_dim}) "
+                             "and needs a `context`")
+        if self.context_dim is None and context is not None:
+            raise ValueError(f"{type(self).__name__} '{self.name}' is not "
+                             "conditional but received a `context`")
+
+    def _event_ndims(self, t):
+        return self._built_event_ndims
+
+    def build(self, input_shape):
+        self._built_event_ndims = len(input_shape) - 1
+        self.built = True
+
+    def inverse(self, x, context=None):
+        """data -> latent: `(z, log|det dz/dx|)`."""
+        self._check_context(context)
+        self._require_built()
+        bijector = self.make_bijector(context)
+        z = bijector.inverse(x)
+        ldj = bijector.inverse_log_det_jacobian(x, event_ndims=self._event_ndims(x))
+        return z, tf.broadcast_to(ldj, tf.shape(x)[:1])
+
+    def forward(self, z, context=None):
+        """latent -> data: `(x, log|det dx/dz|)`."""
+        self._check_context(context)
+        self._require_built()
+        bijector = self.make_bijector(context)
+        x = bijector.forward(z)
+        ldj = bijector.forward_log_det_jacobian(z, event_ndims=self._event_ndims(z))
+        return x, tf.broadcast_to(ldj, tf.shape(z)[:1])
+
+    def call(self, x, context=None):
+        return self.inverse(x, context)
+
+    def initialize_from(self, x, context=None):
+        """Data-dependent initialisation hook: sees the batch arriving from
+        the data side and returns this layer's output for the next layer.
+        Most layers have nothing to initialise."""
+        return self.inverse(x, context)[0]
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "context_dim": self.context_dim}
