@@ -10,8 +10,9 @@ from tfflows import bijectors
 from tfflows import nn
 from tfflows import layers
 from tfflows.flow import Flow
+from tfflows import models
 from tfflows import testing
 
 __version__ = "0.1.0"
 
-__all__ = ["Flow", "bijectors", "layers", "nn", "testing", "__version__"]
+__all__ = ["Flow", "bijectors", "layers", "models", "nn", "testing", "__version__"]

@@ -33,6 +33,15 @@ class FlowBijector(tfp.bijectors.Bijector):
     _cache = cache_util.BijectorCacheWithGreedyAttrs(
             forward_name="_augmented_forward", inverse_name="_augmented_inverse")
 
+    # Identity, not parameter values, decides equality and hashing (TFP
+    # hashes parameters, and its cache is shared by equal bijectors): two
+    # bijectors bound to the same variables must not share cached outputs,
+    # or a result computed before a training step would be served after it.
+    __hash__ = object.__hash__
+
+    def __eq__(self, other):
+        return self is other
+
     def _forward_and_log_det(self, x, **kwargs):
         raise NotImplementedError
 
