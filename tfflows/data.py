@@ -3,7 +3,9 @@
 import numpy as np
 from sklearn import datasets as sk_datasets
 
-__all__ = ["two_moons", "split", "gaussian_nll"]
+__all__ = ["two_moons", "digits", "split", "gaussian_nll", "DIGITS_NUM_BINS"]
+
+DIGITS_NUM_BINS = 17  # sklearn's digits take the integer levels 0..16
 
 
 def two_moons(num_samples=4096, noise=0.05, seed=0):
@@ -11,6 +13,16 @@ def two_moons(num_samples=4096, noise=0.05, seed=0):
     x, _ = sk_datasets.make_moons(num_samples, noise=noise, random_state=seed)
     x = (x - x.mean(0)) / x.std(0)
     return x.astype(np.float32)
+
+
+def digits():
+    """sklearn's 8x8 digits as `[1797, 8, 8, 1]` float32 pixels `k / 17`.
+
+    Shipped inside scikit-learn (no download). Levels `k` are 0..16, so
+    `num_bins=17`; `Flow.fit` adds the dequantization noise.
+    """
+    images = sk_datasets.load_digits().images
+    return (images[..., None] / DIGITS_NUM_BINS).astype(np.float32)
 
 
 def split(x, fractions=(0.8, 0.1, 0.1), seed=0):
