@@ -64,9 +64,7 @@ def _image_realnvp_level(level, levels, hidden_channels, context_dim):
     inner = _image_realnvp_level(level + 1, levels, hidden_channels, context_dim)
     return ([coupling("checkerboard", i) for i in range(3)] + [L.Squeeze()]
             + [coupling("channel", i) for i in range(3)]
-            + [L.FactorOut([L.Squeeze()] + inner + [L.Unsqueeze()],
-                           context_dim=context_dim),
-               L.Unsqueeze()])
+            + [L.FactorOut(inner, context_dim=context_dim), L.Unsqueeze()])
 
 
 def realnvp(event_dim=None, num_layers=8, hidden_units=(128, 128),
