@@ -31,6 +31,10 @@ class Flow(keras.Model):
     is deterministic. Before the first step `fit` initialises every actnorm
     layer from the first batch.
 
+    The logged `loss` equals `nll`, so callbacks can monitor `"val_loss"`
+    as usual; to monitor `"val_nll"` or `"val_bits_per_dim"` pass
+    `mode="min"` (Keras infers the direction only for compiled metrics).
+
     Args:
       layers: flow layers, data side first.
       event_shape: shape of one example, e.g. `(2,)` or `(8, 8, 1)`.
@@ -119,13 +123,15 @@ class Flow(keras.Model):
             raise ValueError(f"{name} must be floating point. Received dtype "
                              f"{x.dtype.name}")
         x = tf.cast(x, self.compute_dtype)
+        self._check_shape(tuple(x.shape), name)
+        return x
+
+    def _check_shape(self, shape, name):
         expected = self.event_shape
-        shape = tuple(x.shape)
         if len(shape) != len(expected) + 1 or any(
                 s is not None and s != e for s, e in zip(shape[1:], expected)):
             raise ValueError(f"{name} must have shape [batch, {', '.join(map(str, expected))}]"
                              f" for this flow. Received: {name}.shape={shape}")
-        return x
 
     def _check_context(self, context, batch=None):
         if self.context_dim is None:
@@ -137,9 +143,12 @@ class Flow(keras.Model):
             raise ValueError(f"This flow is conditional (context_dim="
                              f"{self.context_dim}) and needs a context")
         context = tf.cast(tf.convert_to_tensor(context), self.compute_dtype)
-        if context.shape.rank == 1:
+        # With no batch to broadcast to (distribution_given), a [K] context
+        # stays unbatched so the distribution's sample() has no batch axis.
+        if context.shape.rank == 1 and batch is not None:
             context = context[tf.newaxis]
-        if context.shape.rank != 2 or context.shape[-1] not in (None, self.context_dim):
+        ranks = (2,) if batch is not None else (1, 2)
+        if context.shape.rank not in ranks or context.shape[-1] not in (None, self.context_dim):
             raise ValueError(f"context must have shape [{self.context_dim}] or "
                              f"[batch, {self.context_dim}]. Received: "
                              f"context.shape={tuple(context.shape)}")
@@ -213,7 +222,10 @@ class Flow(keras.Model):
         loss = -tf.reduce_mean(y_pred)
         if self.losses:
             loss = loss + tf.add_n(self.losses)
-        return loss
+        # As Keras's own losses do: under tf.distribute the replicas' gradients
+        # are summed and the logged loss is multiplied back by the replica count.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return loss / replicas if replicas > 1 else loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         self.nll_tracker.update_state(-y_pred)
@@ -282,7 +294,7 @@ class Flow(keras.Model):
             if not np.issubdtype(array.dtype, np.number):
                 raise ValueError(f"{label} must be numeric. Received dtype {array.dtype}")
             if part_name == "x":
-                self._check_x(tf.zeros((0,) + array.shape[1:]), label)
+                self._check_shape(array.shape, label)
             bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
             if bad.any():
                 raise ValueError(f"{label} has {int(bad.sum())} rows with NaN or Inf "
@@ -310,6 +322,17 @@ class Flow(keras.Model):
         context = self._check_context(context, tf.shape(h)[0])
         for layer in self.flow_layers:
             h = layer.initialize_from(h, context)
+
+    def _trackable_children(self, save_type="checkpoint", **kwargs):
+        # Keras 3 hides layers held in lists (`flow_layers`, a network's
+        # hidden layers) from `tf.train.Checkpoint` (keras-team/keras#18398,
+        # #19425), which then saves none of the flow's weights. List them
+        # all, in `self.weights` order, as direct dependencies.
+        children = super()._trackable_children(save_type, **kwargs)
+        if save_type == "checkpoint":
+            children.update({f"flow_weight_{i}": v
+                             for i, v in enumerate(self.weights)})
+        return children
 
     def get_config(self):
         if self._custom_base is not None:

@@ -79,6 +79,10 @@ class FlowLayer(keras.layers.Layer):
     def _event_ndims(self, t):
         return self._built_event_ndims
 
+    def _batch_shape(self, t):
+        """All of `t`'s dimensions left of the event (one or several)."""
+        return tf.shape(t)[:tf.rank(t) - self._event_ndims(t)]
+
     def build(self, input_shape):
         self._built_event_ndims = len(input_shape) - 1
         self.built = True
@@ -90,7 +94,7 @@ class FlowLayer(keras.layers.Layer):
         bijector = self.make_bijector(context)
         z = bijector.inverse(x)
         ldj = bijector.inverse_log_det_jacobian(x, event_ndims=self._event_ndims(x))
-        return z, tf.broadcast_to(ldj, tf.shape(x)[:1])
+        return z, tf.broadcast_to(ldj, self._batch_shape(x))
 
     def forward(self, z, context=None):
         """latent -> data: `(x, log|det dx/dz|)`."""
@@ -99,7 +103,7 @@ class FlowLayer(keras.layers.Layer):
         bijector = self.make_bijector(context)
         x = bijector.forward(z)
         ldj = bijector.forward_log_det_jacobian(z, event_ndims=self._event_ndims(z))
-        return x, tf.broadcast_to(ldj, tf.shape(z)[:1])
+        return x, tf.broadcast_to(ldj, self._batch_shape(z))
 
     def call(self, x, context=None):
         return self.inverse(x, context)
@@ -107,8 +111,9 @@ class FlowLayer(keras.layers.Layer):
     def initialize_from(self, x, context=None):
         """Data-dependent initialisation hook: sees the batch arriving from
         the data side and returns this layer's output for the next layer.
-        Most layers have nothing to initialise."""
-        return self.inverse(x, context)[0]
+        Most layers have nothing to initialise. The flow hands its context to
+        every layer; only conditional layers take it."""
+        return self.inverse(x, context if self.context_dim is not None else None)[0]
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

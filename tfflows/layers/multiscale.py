@@ -45,7 +45,8 @@ class FactorOut(FlowLayer):
                 f"input_shape={tuple(input_shape)}")
         shape = tuple(input_shape[:-1]) + (kept,)
         for layer in self.inner_layers:
-            layer.build(shape)
+            if not layer.built:  # e.g. already built from a saved config
+                layer.build(shape)
             shape = layer.compute_output_shape(shape)
         if tuple(shape[1:]) != tuple(input_shape[1:-1]) + (kept,):
             raise ValueError("FactorOut's inner layers must give back the shape "
@@ -67,8 +68,15 @@ class FactorOut(FlowLayer):
 
     def get_config(self):
         return {**super().get_config(), "fraction": self.fraction,
-                "layers": [keras.saving.serialize_keras_object(l)
-                           for l in self.inner_layers]}
+                "layers": [_without_build_config(l) for l in self.inner_layers]}
+
+
+def _without_build_config(layer):
+    """A layer's serialization minus its `build_config`: `FactorOut.build`
+    builds its inner layers, so the config stays the same before and after."""
+    config = keras.saving.serialize_keras_object(layer)
+    config.pop("build_config", None)
+    return config
 
 
 @keras.saving.register_keras_serializable(package="tfflows")

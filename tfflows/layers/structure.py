@@ -2,11 +2,10 @@
 
 import keras
 import numpy as np
-import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfflows import bijectors as tfb_
-from tfflows.layers.base import FlowLayer
+from tfflows.layers.base import FlowLayer, bound
 
 __all__ = ["Squeeze", "Unsqueeze", "Permutation"]
 
@@ -84,9 +83,11 @@ class Permutation(FlowLayer):
         super().build(input_shape)
 
     def make_bijector(self, context=None):
-        # Forward (latent -> data) undoes the data -> latent permutation.
-        inverse = tf.math.invert_permutation(tf.convert_to_tensor(self.permutation))
-        return tfb.Permute(inverse, axis=-1, name=self.name)
+        # Forward (latent -> data) undoes the data -> latent permutation. The
+        # variable goes in by reference (not converted), so the bijector stays
+        # bound to it, e.g. across `load_weights`.
+        return tfb.Invert(tfb.Permute(bound(self.permutation), axis=-1),
+                          name=self.name)
 
     def get_config(self):
         return {**super().get_config(), "permutation": self.permutation_spec,

@@ -14,8 +14,12 @@ def _check_hidden(hidden_units, name="hidden_units"):
     return units
 
 
-def _with_context(layer, x, context, batch_and_spatial):
-    """Appends the context, broadcast over batch (and pixels), to `x`."""
+def _with_context(layer, x, context, batch_and_spatial, spatial_ndims=0):
+    """Appends the context, broadcast over batch (and pixels), to `x`.
+
+    `context` is `[K]` (shared) or `[..., K]` per example; images
+    (`spatial_ndims=2`) see it at every pixel.
+    """
     if (context is None) != (layer.context_dim is None):
         raise ValueError(
             f"{type(layer).__name__}(context_dim={layer.context_dim}) was "
@@ -23,8 +27,8 @@ def _with_context(layer, x, context, batch_and_spatial):
     if context is None:
         return x
     context = ops.cast(context, x.dtype)
-    if len(batch_and_spatial) > len(context.shape) - 1:  # images: add H, W
-        context = ops.expand_dims(ops.expand_dims(context, -2), -2)
+    for _ in range(spatial_ndims):  # images: add H, W
+        context = ops.expand_dims(context, -2)
     context = ops.broadcast_to(context, tuple(batch_and_spatial) + (layer.context_dim,))
     return ops.concatenate([x, context], axis=-1)
 
@@ -82,10 +86,16 @@ class CouplingMLP(keras.layers.Layer):
             bias_initializer="zeros", dtype=self.dtype_policy)
 
     def call(self, x, context=None):
-        h = _with_context(self, x, context, ops.shape(x)[:-1])
+        batch_shape = tuple(ops.shape(x)[:-1])
+        h = _with_context(self, x, context, batch_shape)
+        # Dense layers want [batch, features]: flatten any batch shape (none,
+        # as in `distribution.sample()`, or several) and restore it after.
+        h = ops.reshape(h, (-1, h.shape[-1]))
         for layer in self._hidden:
             h = layer(h)
-        return _split_params(self._out(h), self.num_params)
+        out = self._out(h)
+        out = ops.reshape(out, batch_shape + (out.shape[-1],))
+        return _split_params(out, self.num_params)
 
     def get_config(self):
         return {**super().get_config(),
@@ -143,7 +153,7 @@ class CouplingConvNet(keras.layers.Layer):
 
     def call(self, x, context=None):
         shape = ops.shape(x)
-        h = _with_context(self, x, context, shape[:-1])
+        h = _with_context(self, x, context, shape[:-1], spatial_ndims=2)
         h = ops.reshape(h, (-1,) + tuple(h.shape[-3:]))
         for conv in self._convs:
             h = conv(h)

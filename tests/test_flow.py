@@ -1,0 +1,442 @@
+"""The `Flow` model: saving, the change of variables, sampling, fit, inputs."""
+
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+import tfflows as tff
+from tfflows import layers as L
+from tfflows import testing
+
+tfd = tfp.distributions
+BINS = 17
+
+
+def _vectors(n=64, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, d)) * [1.0, 2.0, 0.5][:d]
+            + [0.5, -1.0, 2.0][:d]).astype(np.float32)
+
+
+def _images(n=32, shape=(8, 8, 1), seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, BINS, (n,) + shape) / BINS).astype(np.float32)
+
+
+def _context(n=64, k=3, seed=1):
+    return np.random.default_rng(seed).standard_normal((n, k)).astype(np.float32)
+
+
+def _copy(t):
+    return tf.constant(np.asarray(t))
+
+
+def _perturb(flow, scale=0.05, seed=0):
+    rng = np.random.default_rng(seed)
+    for w in flow.trainable_weights:
+        w.assign(w.numpy() + scale * rng.standard_normal(w.shape).astype(w.dtype))
+
+
+def _actnorms(layers):
+    for layer in layers:
+        if isinstance(layer, L.ActNorm):
+            yield layer
+        yield from _actnorms(getattr(layer, "inner_layers", []))
+
+
+BUILDERS = {
+    "nice": (lambda: tff.models.nice(3, num_layers=2, hidden_units=(8,)), "vector"),
+    "realnvp": (lambda: tff.models.realnvp(3, num_layers=2, hidden_units=(8,)),
+                "vector"),
+    "realnvp-image": (lambda: tff.models.realnvp(
+        image_shape=(8, 8, 1), levels=2, hidden_channels=8, num_bins=BINS), "image"),
+    "glow": (lambda: tff.models.glow((8, 8, 1), levels=2, steps_per_level=1,
+                                     hidden_channels=8, num_bins=BINS), "image"),
+    "maf": (lambda: tff.models.maf(3, num_layers=2, hidden_units=(8,)), "vector"),
+    "iaf": (lambda: tff.models.iaf(3, num_layers=2, hidden_units=(8,)), "vector"),
+    "maf-conditional": (lambda: tff.models.maf(
+        3, num_layers=2, hidden_units=(8,), context_dim=3), "conditional"),
+}
+
+
+def _fit_data(kind):
+    if kind == "image":
+        return _images(), {}
+    x, c = _vectors(), _context()
+    if kind == "conditional":
+        return {"x": x, "context": c}, {"context": c[:16]}
+    return x, {}
+
+
+# -- saving --------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_keras_round_trip(name, tmp_path):
+    build, kind = BUILDERS[name]
+    flow = build()
+    data, kwargs = _fit_data(kind)
+    flow.compile(optimizer=keras.optimizers.Adam(0.01))
+    flow.fit(data, batch_size=16, epochs=1, verbose=0)
+    path = str(tmp_path / "m.keras")
+    flow.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    assert isinstance(loaded, tff.Flow)
+
+    x = (data["x"] if isinstance(data, dict) else data)[:16]
+    if kind == "image":
+        x = x + 0.5 / BINS
+    expected = flow.log_prob(x, **kwargs).numpy()
+    assert np.all(np.isfinite(expected))
+    np.testing.assert_allclose(loaded.log_prob(x, **kwargs), expected, atol=1e-6)
+    np.testing.assert_allclose(loaded.encode(x, **kwargs),
+                               flow.encode(x, **kwargs), atol=1e-6)
+    for layer in _actnorms(loaded.flow_layers):
+        assert float(layer.initialized.numpy()) == 1.0
+
+
+def test_reloaded_actnorm_is_not_reinitialised(tmp_path):
+    flow = tff.models.realnvp(3, num_layers=2, hidden_units=(8,))
+    flow.compile(optimizer=keras.optimizers.Adam(0.01))
+    flow.fit(_vectors(), batch_size=16, epochs=1, verbose=0)
+    saved = [(a.loc.numpy(), a.log_scale.numpy()) for a in _actnorms(flow.flow_layers)]
+    assert len(saved) == 2
+    flow.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    actnorms = list(_actnorms(loaded.flow_layers))
+    assert [float(a.initialized.numpy()) for a in actnorms] == [1.0, 1.0]
+
+    other = _vectors(seed=5) * 10 + 3  # would give very different statistics
+    loaded.initialize(other)
+    loaded.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
+    loaded.fit(other, batch_size=16, epochs=1, verbose=0)
+    for layer, (loc, log_scale) in zip(actnorms, saved):
+        np.testing.assert_array_equal(layer.loc.numpy(), loc)
+        np.testing.assert_array_equal(layer.log_scale.numpy(), log_scale)
+
+
+# -- the change of variables -----------------------------------------------------
+def _perturbed(name, x):
+    flow = BUILDERS[name][0]()
+    flow.initialize(x)
+    _perturb(flow)
+    return flow
+
+
+@pytest.mark.parametrize("name", ["realnvp", "glow"])
+def test_log_prob_is_the_change_of_variables(name):
+    if name == "glow":
+        flow = tff.models.glow((4, 4, 1), levels=2, steps_per_level=1,
+                               hidden_channels=8, num_bins=BINS)
+        x = tf.constant(_images(8, (4, 4, 1)) + 0.5 / BINS)
+        flow.initialize(x)
+        _perturb(flow)
+    else:
+        x = tf.constant(_vectors(8))
+        flow = _perturbed(name, x)
+    log_prob = flow.log_prob(x).numpy()
+    assert log_prob.shape == (8,) and np.all(np.isfinite(log_prob))
+    np.testing.assert_allclose(flow.distribution.log_prob(_copy(x)), log_prob,
+                               rtol=1e-5, atol=1e-4)
+    z = flow.encode(_copy(x))
+    by_hand = (flow.base_distribution.log_prob(z)
+               + testing.autodiff_log_det(flow.encode, _copy(x), flow.event_ndims))
+    np.testing.assert_allclose(by_hand, log_prob, rtol=1e-5, atol=1e-3)
+    # The base must not be the whole story: the log-det is non-trivial.
+    assert np.abs(flow.base_log_prob(x) - log_prob).max() > 1e-2
+
+
+@pytest.mark.parametrize("name", ["realnvp", "maf", "realnvp-image", "glow"])
+def test_encode_decode_are_exact_inverses(name):
+    image = BUILDERS[name][1] == "image"
+    x = tf.constant(_images(6) + 0.5 / BINS if image else _vectors(6))
+    flow = _perturbed(name, x)
+    z = flow.encode(x)
+    assert z.shape == x.shape  # multi-scale flows keep the data's shape
+    assert not np.allclose(z, x, atol=1e-3)
+    np.testing.assert_allclose(flow.decode(_copy(z)), x, atol=1e-5)
+    latent = tf.constant(np.random.default_rng(2).standard_normal(x.shape)
+                         .astype(np.float32))
+    np.testing.assert_allclose(flow.encode(_copy(flow.decode(latent))), latent,
+                               atol=1e-4)
+
+
+# -- sampling and the TFP distribution ---------------------------------------------
+@pytest.mark.parametrize("name", ["realnvp", "glow"])
+def test_sample(name):
+    image = BUILDERS[name][1] == "image"
+    x = tf.constant(_images(6) + 0.5 / BINS if image else _vectors(6))
+    flow = _perturbed(name, x)
+    event = flow.event_shape
+    s1 = flow.sample(5, seed=1)
+    assert s1.shape == (5,) + event
+    assert np.all(np.isfinite(s1.numpy()))
+    np.testing.assert_array_equal(flow.sample(5, seed=1), s1)
+    assert not np.allclose(flow.sample(5, seed=2), s1)
+    np.testing.assert_allclose(flow.sample(3, temperature=0.0, seed=4),
+                               flow.decode(tf.zeros((3,) + event)), atol=1e-6)
+    if image:  # the logit's margin alpha=0.05 maps the latent into this range
+        margin = 0.05 / 0.9
+        assert np.all((s1.numpy() > -margin) & (s1.numpy() < 1 + margin))
+
+
+@pytest.mark.parametrize("name", ["realnvp", "nice", "maf", "glow"])
+def test_distribution_supports_tfp_calls(name):
+    image = BUILDERS[name][1] == "image"
+    x = tf.constant(_images(6) + 0.5 / BINS if image else _vectors(6))
+    flow = _perturbed(name, x)
+    dist = flow.distribution
+    event = flow.event_shape
+    assert dist.sample(seed=(1, 2)).shape == event
+    assert dist.sample((2, 3), seed=(1, 2)).shape == (2, 3) + event
+    batched = tf.reshape(_copy(x), (2, 3) + event)
+    log_prob = dist.log_prob(batched)
+    assert log_prob.shape == (2, 3)
+    np.testing.assert_allclose(tf.reshape(log_prob, [6]), flow.log_prob(x),
+                               rtol=1e-5, atol=1e-4)
+    single = dist.log_prob(_copy(x[0]))
+    assert single.shape == ()
+    np.testing.assert_allclose(single, flow.log_prob(x)[0], rtol=1e-5, atol=1e-4)
+
+
+# -- fit -----------------------------------------------------------------------------
+def test_fit_logs_the_real_nll():
+    flow = tff.models.nice(3, num_layers=2, hidden_units=(8,))
+    _perturb(flow)
+    x, x_val = _vectors(64), _vectors(32, seed=3)
+    flow.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
+    history = flow.fit(x, batch_size=16, epochs=1, verbose=0,
+                       validation_data=x_val).history
+    expected = -np.mean(flow.log_prob(x))
+    expected_val = -np.mean(flow.log_prob(x_val))
+    assert abs(expected) > 0.1
+    np.testing.assert_allclose(history["nll"][0], expected, rtol=1e-5)
+    np.testing.assert_allclose(history["val_nll"][0], expected_val, rtol=1e-5)
+    assert "bits_per_dim" not in history
+
+
+def test_fit_logs_bits_per_dim_for_images():
+    flow = tff.models.realnvp(image_shape=(4, 4, 1), levels=1,
+                              hidden_channels=8, num_bins=BINS)
+    _perturb(flow)
+    x = _images(32, (4, 4, 1))
+    flow.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
+    history = flow.fit(x, batch_size=16, epochs=1, verbose=0,
+                       validation_data=x[:16]).history
+    for prefix in ("", "val_"):
+        nll, bpd = history[prefix + "nll"][0], history[prefix + "bits_per_dim"][0]
+        assert np.isfinite(nll) and abs(nll) > 0.1
+        np.testing.assert_allclose(bpd, (nll / 16 + math.log(BINS)) / math.log(2),
+                                   rtol=1e-5)
+    # Dequantized inputs lie in the bins of x: the logged NLL is within the
+    # range of the deterministic NLLs of the bins' corners.
+    low, high = -flow.log_prob(x + 1e-3), -flow.log_prob(x + 1 / BINS - 1e-3)
+    assert np.mean(np.minimum(low, high)) - 5 < history["nll"][0]
+    assert history["nll"][0] < np.mean(np.maximum(low, high)) + 5
+
+
+def test_uniform_model_scores_log2_num_bins():
+    """Logit (no margin) onto a logistic base is the uniform density on [0, 1]."""
+    shape = (4, 4, 1)
+    base = tfd.Sample(tfd.Logistic(0.0, 1.0), sample_shape=shape)
+    flow = tff.Flow([L.Logit(alpha=0.0)], shape, num_bins=BINS,
+                    base_distribution=base)
+    flow.compile(optimizer="sgd")
+    history = flow.fit(_images(32, shape), batch_size=16, epochs=1,
+                       verbose=0).history
+    np.testing.assert_allclose(history["nll"][0], 0.0, atol=1e-4)
+    np.testing.assert_allclose(history["bits_per_dim"][0], math.log2(BINS),
+                               atol=1e-5)
+
+
+def test_fit_with_tf_data_numpy_and_xla():
+    x = _vectors(64)
+    flow = tff.models.maf(3, num_layers=2, hidden_units=(8,))
+    flow.compile(optimizer=keras.optimizers.Adam(0.01), jit_compile=True)
+    before = -np.mean(flow.log_prob(x))
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(32)
+    history = flow.fit(dataset, epochs=2, verbose=0, validation_data=dataset)
+    losses = history.history["nll"] + history.history["val_nll"]
+    assert np.all(np.isfinite(losses))
+    history = flow.fit(x, batch_size=32, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["nll"]))
+    assert -np.mean(flow.log_prob(x)) < before  # it learned something
+
+
+def test_callbacks(tmp_path):
+    x = _vectors(64)
+    flow = tff.models.realnvp(3, num_layers=2, hidden_units=(8,))
+    flow.compile(optimizer=keras.optimizers.Adam(0.01))
+    checkpoint = str(tmp_path / "ckpt.keras")
+    callbacks = [
+        # No epoch can improve by 1e9 nats: training stops after the second.
+        keras.callbacks.EarlyStopping(monitor="val_nll", mode="min",
+                                      min_delta=1e9, patience=0),
+        keras.callbacks.ModelCheckpoint(checkpoint),
+    ]
+    history = flow.fit(x, batch_size=32, epochs=5, verbose=0,
+                       validation_data=x[:32], callbacks=callbacks)
+    assert history.epoch == [0, 1]
+    restored = keras.models.load_model(checkpoint, safe_mode=True)
+    np.testing.assert_allclose(restored.log_prob(x), flow.log_prob(x), atol=1e-6)
+
+
+def test_tensorboard_callback(tmp_path):
+    pytest.importorskip("tensorboard", reason="the TensorBoard callback needs "
+                        "the tensorboard package")
+    x = _vectors(64)
+    flow = tff.models.nice(3, num_layers=2, hidden_units=(8,))
+    flow.compile(optimizer=keras.optimizers.Adam(0.01))
+    flow.fit(x, batch_size=32, epochs=1, verbose=0, validation_data=x[:32],
+             callbacks=[keras.callbacks.TensorBoard(str(tmp_path / "tb"))])
+    events = [f for _, _, files in os.walk(tmp_path / "tb") for f in files
+              if "tfevents" in f]
+    assert events
+
+
+def test_backup_and_restore_resumes(tmp_path):
+    x = _vectors(64)
+    backup = str(tmp_path / "backup")
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("interrupted")
+
+    flow = tff.models.realnvp(3, num_layers=2, hidden_units=(8,))
+    flow.compile(optimizer=keras.optimizers.Adam(0.01))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        flow.fit(x, batch_size=32, epochs=4, verbose=0,
+                 callbacks=[keras.callbacks.BackupAndRestore(backup), Interrupt()])
+    trained = flow.log_prob(x).numpy()
+
+    resumed = tff.models.realnvp(3, num_layers=2, hidden_units=(8,))
+    resumed.compile(optimizer=keras.optimizers.Adam(0.01))
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(self.model.log_prob(x).numpy())
+
+    history = resumed.fit(x, batch_size=32, epochs=4, verbose=0,
+                          callbacks=[keras.callbacks.BackupAndRestore(backup),
+                                     Record()])
+    assert history.epoch == [2, 3]
+    # The weights were restored from the backup, not freshly initialised.
+    np.testing.assert_allclose(seen[0], trained, atol=1e-5)
+
+
+# -- conditional flows ---------------------------------------------------------------
+def test_conditional_maf():
+    rng = np.random.default_rng(0)
+    c = rng.standard_normal((64, 3)).astype(np.float32)
+    x = (rng.standard_normal((64, 2)) + c[:, :2] * 2).astype(np.float32)
+    flow = tff.models.maf(event_dim=2, num_layers=2, hidden_units=(8, 8),
+                          context_dim=3)
+    flow.compile(optimizer=keras.optimizers.Adam(0.01))
+    history = flow.fit({"x": x, "context": c}, batch_size=16, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["nll"]))
+
+    log_prob = flow.log_prob(x, context=c)
+    assert log_prob.shape == (64,)
+    assert not np.allclose(flow.log_prob(x, context=c[::-1]), log_prob, atol=1e-3)
+    np.testing.assert_allclose(flow.distribution_given(c).log_prob(_copy(x)),
+                               log_prob, rtol=1e-5, atol=1e-4)
+
+    shared = flow.sample(5, context=c[0], seed=1)
+    assert shared.shape == (5, 2)
+    np.testing.assert_allclose(
+        shared, flow.sample(5, context=np.tile(c[:1], (5, 1)), seed=1), atol=1e-6)
+    assert flow.sample(5, context=c[:5], seed=1).shape == (5, 2)
+
+    dist = flow.distribution_given(c[0])
+    assert dist.sample(seed=(1, 2)).shape == (2,)
+    assert dist.sample((2, 3), seed=(1, 2)).shape == (2, 3, 2)
+    np.testing.assert_allclose(dist.log_prob(_copy(x[:4])),
+                               flow.log_prob(x[:4], context=np.tile(c[:1], (4, 1))),
+                               rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="distribution_given"):
+        flow.distribution
+    with pytest.raises(ValueError, match="needs a context"):
+        flow.log_prob(x)
+
+
+@pytest.mark.parametrize("kind", ["vector", "image"])
+def test_conditional_distribution_given_one_context(kind):
+    """A `[K]` context gives an unbatched distribution: TFP's shapes hold."""
+    if kind == "image":
+        flow = tff.models.glow((4, 4, 1), levels=2, steps_per_level=1,
+                               hidden_channels=8, num_bins=BINS, context_dim=2)
+        x = tf.constant(_images(4, (4, 4, 1)) + 0.5 / BINS)
+    else:
+        flow = tff.models.realnvp(3, num_layers=2, hidden_units=(8,),
+                                  context_dim=2)
+        x = tf.constant(_vectors(4))
+    c = _context(4, 2)
+    flow.initialize(x, c)
+    _perturb(flow)
+    dist = flow.distribution_given(c[0])
+    event = flow.event_shape
+    assert dist.sample(seed=(1, 2)).shape == event
+    assert dist.sample((2, 3), seed=(1, 2)).shape == (2, 3) + event
+    expected = flow.log_prob(x, context=np.tile(c[:1], (4, 1)))
+    np.testing.assert_allclose(dist.log_prob(_copy(x)), expected, rtol=1e-5,
+                               atol=1e-4)
+    assert dist.log_prob(_copy(x[0])).shape == ()
+    assert not np.allclose(flow.log_prob(x, context=c), expected, atol=1e-3)
+
+
+# -- bad input is refused before training ---------------------------------------------
+@pytest.fixture
+def compiled_maf():
+    flow = tff.models.maf(3, num_layers=2, hidden_units=(8,))
+    _perturb(flow)
+    flow.compile(optimizer=keras.optimizers.Adam(0.1))
+    return flow
+
+
+def _refuses(flow, match, *args, **kwargs):
+    weights = [w.numpy().copy() for w in flow.weights]
+    with pytest.raises(ValueError, match=match):
+        flow.fit(*args, verbose=0, **kwargs)
+    for w, before in zip(flow.weights, weights):
+        np.testing.assert_array_equal(w.numpy(), before)
+    assert int(flow.optimizer.iterations.numpy()) == 0
+
+
+@pytest.mark.parametrize("value,word", [(np.nan, "NaN"), (np.inf, "Inf")])
+def test_fit_refuses_non_finite_rows(compiled_maf, value, word):
+    x = _vectors(64)
+    x[[5, 9], 1] = value
+    x[9, 0] = -value
+    _refuses(compiled_maf, rf"2 rows with .*{word}", x, batch_size=16)
+    _refuses(compiled_maf, rf"validation_data has 2 rows .*{word}", _vectors(64),
+             batch_size=16, validation_data=x)
+    _refuses(compiled_maf, rf"2 rows with .*{word}",
+             tf.data.Dataset.from_tensor_slices(x).batch(32))
+
+
+def test_fit_refuses_wrong_event_shape(compiled_maf):
+    _refuses(compiled_maf, r"shape \[batch, 3\].*\(64, 2\)", _vectors(64, 2))
+
+
+def test_fit_refuses_targets(compiled_maf):
+    x = _vectors(64)
+    _refuses(compiled_maf, "no targets", x, x)
+    _refuses(compiled_maf, "no targets", (x, x))
+
+
+def test_fit_refuses_context_for_unconditional_flow(compiled_maf):
+    _refuses(compiled_maf, "conditional",
+             {"x": _vectors(64), "context": _context(64)})
+
+
+def test_image_flow_refuses_pixels_outside_unit_interval():
+    flow = tff.models.realnvp(image_shape=(4, 4, 1), levels=1, hidden_channels=8,
+                              num_bins=BINS)
+    flow.compile(optimizer=keras.optimizers.Adam(0.1))
+    _refuses(flow, r"\[0, 1\]", _images(16, (4, 4, 1)) * 255)
+    _refuses(flow, r"\[0, 1\]", _images(16, (4, 4, 1)) - 0.5)
