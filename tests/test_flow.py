@@ -10,6 +10,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import tfflows as tff
+from tests.helpers import copy, perturb
 from tfflows import layers as L
 from tfflows import testing
 
@@ -32,14 +33,6 @@ def _context(n=64, k=3, seed=1):
     return np.random.default_rng(seed).standard_normal((n, k)).astype(np.float32)
 
 
-def _copy(t):
-    return tf.constant(np.asarray(t))
-
-
-def _perturb(flow, scale=0.05, seed=0):
-    rng = np.random.default_rng(seed)
-    for w in flow.trainable_weights:
-        w.assign(w.numpy() + scale * rng.standard_normal(w.shape).astype(w.dtype))
 
 
 def _actnorms(layers):
@@ -122,7 +115,7 @@ def test_reloaded_actnorm_is_not_reinitialised(tmp_path):
 def _perturbed(name, x):
     flow = BUILDERS[name][0]()
     flow.initialize(x)
-    _perturb(flow)
+    perturb(flow, scale=0.05)
     return flow
 
 
@@ -133,17 +126,17 @@ def test_log_prob_is_the_change_of_variables(name):
                                hidden_channels=8, num_bins=BINS)
         x = tf.constant(_images(8, (4, 4, 1)) + 0.5 / BINS)
         flow.initialize(x)
-        _perturb(flow)
+        perturb(flow, scale=0.05)
     else:
         x = tf.constant(_vectors(8))
         flow = _perturbed(name, x)
     log_prob = flow.log_prob(x).numpy()
     assert log_prob.shape == (8,) and np.all(np.isfinite(log_prob))
-    np.testing.assert_allclose(flow.distribution.log_prob(_copy(x)), log_prob,
+    np.testing.assert_allclose(flow.distribution.log_prob(copy(x)), log_prob,
                                rtol=1e-5, atol=1e-4)
-    z = flow.encode(_copy(x))
+    z = flow.encode(copy(x))
     by_hand = (flow.base_distribution.log_prob(z)
-               + testing.autodiff_log_det(flow.encode, _copy(x), flow.event_ndims))
+               + testing.autodiff_log_det(flow.encode, copy(x), flow.event_ndims))
     np.testing.assert_allclose(by_hand, log_prob, rtol=1e-5, atol=1e-3)
     # The base must not be the whole story: the log-det is non-trivial.
     assert np.abs(flow.base_log_prob(x) - log_prob).max() > 1e-2
@@ -157,10 +150,10 @@ def test_encode_decode_are_exact_inverses(name):
     z = flow.encode(x)
     assert z.shape == x.shape  # multi-scale flows keep the data's shape
     assert not np.allclose(z, x, atol=1e-3)
-    np.testing.assert_allclose(flow.decode(_copy(z)), x, atol=1e-5)
+    np.testing.assert_allclose(flow.decode(copy(z)), x, atol=1e-5)
     latent = tf.constant(np.random.default_rng(2).standard_normal(x.shape)
                          .astype(np.float32))
-    np.testing.assert_allclose(flow.encode(_copy(flow.decode(latent))), latent,
+    np.testing.assert_allclose(flow.encode(copy(flow.decode(latent))), latent,
                                atol=1e-4)
 
 
@@ -192,12 +185,12 @@ def test_distribution_supports_tfp_calls(name):
     event = flow.event_shape
     assert dist.sample(seed=(1, 2)).shape == event
     assert dist.sample((2, 3), seed=(1, 2)).shape == (2, 3) + event
-    batched = tf.reshape(_copy(x), (2, 3) + event)
+    batched = tf.reshape(copy(x), (2, 3) + event)
     log_prob = dist.log_prob(batched)
     assert log_prob.shape == (2, 3)
     np.testing.assert_allclose(tf.reshape(log_prob, [6]), flow.log_prob(x),
                                rtol=1e-5, atol=1e-4)
-    single = dist.log_prob(_copy(x[0]))
+    single = dist.log_prob(copy(x[0]))
     assert single.shape == ()
     np.testing.assert_allclose(single, flow.log_prob(x)[0], rtol=1e-5, atol=1e-4)
 
@@ -205,7 +198,7 @@ def test_distribution_supports_tfp_calls(name):
 # -- fit -----------------------------------------------------------------------------
 def test_fit_logs_the_real_nll():
     flow = tff.models.nice(3, num_layers=2, hidden_units=(8,))
-    _perturb(flow)
+    perturb(flow, scale=0.05)
     x, x_val = _vectors(64), _vectors(32, seed=3)
     flow.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
     history = flow.fit(x, batch_size=16, epochs=1, verbose=0,
@@ -221,7 +214,7 @@ def test_fit_logs_the_real_nll():
 def test_fit_logs_bits_per_dim_for_images():
     flow = tff.models.realnvp(image_shape=(4, 4, 1), levels=1,
                               hidden_channels=8, num_bins=BINS)
-    _perturb(flow)
+    perturb(flow, scale=0.05)
     x = _images(32, (4, 4, 1))
     flow.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
     history = flow.fit(x, batch_size=16, epochs=1, verbose=0,
@@ -343,7 +336,7 @@ def test_conditional_maf():
     log_prob = flow.log_prob(x, context=c)
     assert log_prob.shape == (64,)
     assert not np.allclose(flow.log_prob(x, context=c[::-1]), log_prob, atol=1e-3)
-    np.testing.assert_allclose(flow.distribution_given(c).log_prob(_copy(x)),
+    np.testing.assert_allclose(flow.distribution_given(c).log_prob(copy(x)),
                                log_prob, rtol=1e-5, atol=1e-4)
 
     shared = flow.sample(5, context=c[0], seed=1)
@@ -355,7 +348,7 @@ def test_conditional_maf():
     dist = flow.distribution_given(c[0])
     assert dist.sample(seed=(1, 2)).shape == (2,)
     assert dist.sample((2, 3), seed=(1, 2)).shape == (2, 3, 2)
-    np.testing.assert_allclose(dist.log_prob(_copy(x[:4])),
+    np.testing.assert_allclose(dist.log_prob(copy(x[:4])),
                                flow.log_prob(x[:4], context=np.tile(c[:1], (4, 1))),
                                rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="distribution_given"):
@@ -377,15 +370,15 @@ def test_conditional_distribution_given_one_context(kind):
         x = tf.constant(_vectors(4))
     c = _context(4, 2)
     flow.initialize(x, c)
-    _perturb(flow)
+    perturb(flow, scale=0.05)
     dist = flow.distribution_given(c[0])
     event = flow.event_shape
     assert dist.sample(seed=(1, 2)).shape == event
     assert dist.sample((2, 3), seed=(1, 2)).shape == (2, 3) + event
     expected = flow.log_prob(x, context=np.tile(c[:1], (4, 1)))
-    np.testing.assert_allclose(dist.log_prob(_copy(x)), expected, rtol=1e-5,
+    np.testing.assert_allclose(dist.log_prob(copy(x)), expected, rtol=1e-5,
                                atol=1e-4)
-    assert dist.log_prob(_copy(x[0])).shape == ()
+    assert dist.log_prob(copy(x[0])).shape == ()
     assert not np.allclose(flow.log_prob(x, context=c), expected, atol=1e-3)
 
 
@@ -393,7 +386,7 @@ def test_conditional_distribution_given_one_context(kind):
 @pytest.fixture
 def compiled_maf():
     flow = tff.models.maf(3, num_layers=2, hidden_units=(8,))
-    _perturb(flow)
+    perturb(flow, scale=0.05)
     flow.compile(optimizer=keras.optimizers.Adam(0.1))
     return flow
 

@@ -8,6 +8,7 @@ import tensorflow_probability as tfp
 
 from tfflows import layers as L
 from tfflows import testing
+from tests.helpers import copy, perturb
 
 # Each case: (factory, event shape, data domain). Small shapes, small networks.
 CASES = {
@@ -52,24 +53,14 @@ def _data(shape, domain, batch=6, seed=0):
     return tf.constant(values.astype(np.float32))
 
 
-def _copy(t):
-    """A new tensor with the same value: TFP caches by tensor identity."""
-    return tf.constant(np.asarray(t))
 
 
-def _perturb(layer, scale=0.1, seed=0):
-    """Random non-trivial weights: fresh couplings are the identity."""
-    rng = np.random.default_rng(seed)
-    for w in layer.trainable_weights:
-        w.assign(w.numpy() + scale * rng.standard_normal(w.shape).astype(w.dtype))
-
-
-def _built(name, perturb=True):
+def _built(name, random_weights=True):
     factory, shape, domain = CASES[name]
     layer = factory()
     layer.build((None,) + shape)
-    if perturb:
-        _perturb(layer)
+    if random_weights:
+        perturb(layer, scale=0.1)
     return layer, shape, domain
 
 
@@ -82,30 +73,30 @@ def test_layer_bijector_contract(name):
     # data -> latent -> data round trip, fed a copy so no cache answers.
     z, ldj = layer.inverse(data)
     assert ldj.shape == (6,)
-    x_back, fldj = layer.forward(_copy(z))
+    x_back, fldj = layer.forward(copy(z))
     np.testing.assert_allclose(x_back, data, atol=1e-5)
     np.testing.assert_allclose(fldj, -ldj, rtol=1e-5, atol=1e-4)
 
     # .bijector is a TFP bijector agreeing with the layer's log-det.
     bijector = layer.bijector
     assert isinstance(bijector, tfp.bijectors.Bijector)
-    ildj = bijector.inverse_log_det_jacobian(_copy(data), event_ndims=ndims)
+    ildj = bijector.inverse_log_det_jacobian(copy(data), event_ndims=ndims)
     np.testing.assert_allclose(tf.broadcast_to(ildj, [6]), ldj, rtol=1e-5,
                                atol=1e-5)
-    np.testing.assert_allclose(bijector.inverse(_copy(data)), z, atol=1e-6)
+    np.testing.assert_allclose(bijector.inverse(copy(data)), z, atol=1e-6)
 
     # Several batch dimensions: the same values, reshaped.
-    z2, ldj2 = layer.inverse(tf.reshape(_copy(data), (2, 3) + shape))
+    z2, ldj2 = layer.inverse(tf.reshape(copy(data), (2, 3) + shape))
     assert ldj2.shape == (2, 3)
     np.testing.assert_allclose(tf.reshape(z2, z.shape), z, atol=1e-5)
     np.testing.assert_allclose(tf.reshape(ldj2, [6]), ldj, rtol=1e-5, atol=1e-4)
 
     # The shared contract harness, on a batch in the forward (latent) domain.
-    testing.assert_bijector_contract(bijector, _copy(z), ndims, xla=False)
+    testing.assert_bijector_contract(bijector, copy(z), ndims, xla=False)
 
     # Bound to the variables: a bijector made before an assignment sees it.
     if layer.weights:
-        before = bijector.inverse(_copy(data)).numpy()
+        before = bijector.inverse(copy(data)).numpy()
         rng = np.random.default_rng(7)
         for w in layer.weights:
             value = w.numpy()
@@ -114,7 +105,7 @@ def test_layer_bijector_contract(name):
             else:
                 w.assign(value + 0.3 + 0.2 * rng.standard_normal(value.shape)
                          .astype(value.dtype))
-        after = bijector.inverse(_copy(data)).numpy()
+        after = bijector.inverse(copy(data)).numpy()
         assert not np.allclose(before, after, atol=1e-4), (
             f"{name}: the bijector did not follow its layer's variables")
 
@@ -180,7 +171,7 @@ def test_actnorm_zero_variance_channel_is_finite():
     z, ldj = layer.inverse(tf.constant(x))
     assert np.all(np.isfinite(z.numpy())) and np.all(np.isfinite(ldj.numpy()))
     np.testing.assert_allclose(z.numpy()[..., 1], 0.0, atol=1e-6)
-    x_back = layer.forward(_copy(z))[0]
+    x_back = layer.forward(copy(z))[0]
     np.testing.assert_allclose(x_back, x, atol=1e-5)
 
 
@@ -202,34 +193,34 @@ def test_conditional_layer(name):
     factory, shape = CONDITIONAL[name]
     layer = factory()
     layer.build((None,) + shape)
-    _perturb(layer, scale=0.3)
+    perturb(layer, scale=0.3)
     x = _data(shape, "real")
     rng = np.random.default_rng(3)
     c1 = tf.constant(rng.standard_normal((6, 2)).astype(np.float32))
     c2 = tf.constant(rng.standard_normal((6, 2)).astype(np.float32))
 
     z1, ldj1 = layer.inverse(x, context=c1)
-    z2, _ = layer.inverse(_copy(x), context=c2)
+    z2, _ = layer.inverse(copy(x), context=c2)
     assert not np.allclose(z1, z2, atol=1e-4), "output ignores the context"
-    x_back, fldj = layer.forward(_copy(z1), context=c1)
+    x_back, fldj = layer.forward(copy(z1), context=c1)
     np.testing.assert_allclose(x_back, x, atol=1e-5)
     np.testing.assert_allclose(fldj, -ldj1, rtol=1e-5, atol=1e-4)
 
     # One shared context [K] is the same as that context on every row.
-    shared = layer.inverse(_copy(x), context=c1[0])[0]
-    rows = layer.inverse(_copy(x), context=tf.tile(c1[:1], [6, 1]))[0]
+    shared = layer.inverse(copy(x), context=c1[0])[0]
+    rows = layer.inverse(copy(x), context=tf.tile(c1[:1], [6, 1]))[0]
     np.testing.assert_allclose(shared, rows, atol=1e-6)
 
     with pytest.raises(ValueError, match="needs a `context`"):
-        layer.inverse(_copy(x))
+        layer.inverse(copy(x))
     with pytest.raises(ValueError, match="needs a `context`"):
-        layer.forward(_copy(z1))
+        layer.forward(copy(z1))
 
 
 @pytest.mark.parametrize("name", ["affine-half", "maf", "actnorm-vector",
                                   "permutation-reverse"])
 def test_non_conditional_layer_rejects_context(name):
-    layer, shape, domain = _built(name, perturb=False)
+    layer, shape, domain = _built(name, random_weights=False)
     x = _data(shape, domain)
     context = tf.ones((6, 2))
     with pytest.raises(ValueError, match="not conditional"):
