@@ -11,9 +11,10 @@ from tfflows import nn
 from tfflows import layers
 from tfflows.flow import Flow
 from tfflows import models
+from tfflows import export
 from tfflows import testing
 from tfflows import train
 
 __version__ = "0.1.0"
 
-__all__ = ["Flow", "bijectors", "layers", "models", "nn", "testing", "train", "__version__"]
+__all__ = ["Flow", "bijectors", "export", "layers", "models", "nn", "testing", "train", "__version__"]

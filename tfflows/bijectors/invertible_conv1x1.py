@@ -11,8 +11,12 @@ __all__ = ["InvertibleConv1x1"]
 
 
 def _channel_matmul(x, weight):
-    """`y[..., i] = sum_j W[i, j] x[..., j]` over the last axis."""
-    return tf.einsum("...j,ij->...i", x, weight)
+    """`y[..., i] = sum_j W[i, j] x[..., j]` over the last axis.
+
+    One `[N, C] x [C, C]` matmul (no einsum ellipsis, which tf2onnx rejects).
+    """
+    flat = tf.reshape(x, [-1, tf.shape(weight)[-1]])
+    return tf.reshape(tf.matmul(flat, weight, transpose_b=True), tf.shape(x))
 
 
 class InvertibleConv1x1(FlowBijector):

@@ -1,0 +1,153 @@
+"""SavedModel and ONNX export: layout, signatures, parity, failure modes."""
+
+import importlib
+import os
+import subprocess
+
+import numpy as np
+import onnx as onnx_lib
+import pytest
+import tensorflow as tf
+
+import tfflows as tff
+from tests.helpers import perturb
+
+# The module, not the function of the same name the package exports.
+sm_module = importlib.import_module("tfflows.export.saved_model")
+
+
+def _flow(kind):
+    if kind == "realnvp":
+        flow = tff.models.realnvp(event_dim=2, num_layers=4, hidden_units=(16, 16))
+    elif kind == "maf":
+        flow = tff.models.maf(event_dim=4, num_layers=2, hidden_units=(16,))
+    elif kind == "glow":
+        flow = tff.models.glow(image_shape=(4, 4, 1), levels=1, steps_per_level=2,
+                               hidden_channels=8, num_bins=17)
+    else:  # conditional
+        flow = tff.models.maf(event_dim=3, num_layers=2, hidden_units=(8,),
+                              context_dim=2)
+    perturb(flow, scale=0.05)
+    return flow
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    base = tmp_path_factory.mktemp("serving")
+    flows, paths = {}, {}
+    for kind in ("realnvp", "maf", "glow", "conditional"):
+        flows[kind] = _flow(kind)
+        paths[kind] = tff.export.saved_model(flows[kind], base / kind)
+    return flows, paths
+
+
+def _cli(*args):
+    result = subprocess.run(["saved_model_cli", *args], capture_output=True,
+                            text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_layout_and_signatures_seen_by_saved_model_cli(exported):
+    _, paths = exported
+    path = paths["realnvp"]
+    assert os.path.basename(path) == "1"
+    assert sorted(os.listdir(os.path.dirname(path))) == ["1"]  # nothing else left
+    shown = _cli("show", "--dir", path, "--all")
+    for name, inputs, outputs in [("serving_default", ["x"], ["log_prob"]),
+                                  ("log_prob", ["x"], ["log_prob"]),
+                                  ("encode", ["x"], ["z"]), ("decode", ["z"], ["x"]),
+                                  ("sample", ["num_samples", "temperature", "seed"],
+                                   ["samples"])]:
+        block = shown.split(f"signature_def['{name}']:")[1].split("signature_def[")[0]
+        for key in inputs:
+            assert f"inputs['{key}']" in block
+        for key in outputs:
+            assert f"outputs['{key}']" in block
+        assert "tensorflow/serving/predict" in block
+    assert "shape: (-1, 2)" in shown  # dynamic batch
+
+
+def test_saved_model_cli_run_matches_keras(exported, tmp_path):
+    flows, paths = exported
+    x = np.array([[0.5, -0.25], [1.0, 2.0], [-1.5, 0.0]], np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = _cli("run", "--dir", paths["realnvp"], "--tag_set", "serve",
+               "--signature_def", "log_prob", "--inputs", f"x={tmp_path / 'x.npy'}",
+               "--outdir", str(tmp_path / "out"))
+    del out
+    served = np.load(tmp_path / "out" / "log_prob.npy")
+    np.testing.assert_allclose(served, flows["realnvp"].log_prob(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["realnvp", "maf", "glow", "conditional"])
+def test_every_signature_matches_keras_after_reload(exported, kind):
+    flows, paths = exported
+    diffs = tff.export.check_saved_model(flows[kind], paths[kind])
+    assert set(diffs) == {"serving_default", "log_prob", "encode", "decode", "sample"}
+    assert max(diffs.values()) <= 1e-5
+
+
+def test_sampling_is_seeded(exported):
+    _, paths = exported
+    sample = tf.saved_model.load(paths["glow"]).signatures["sample"]
+    args = lambda seed: dict(num_samples=tf.constant(5), temperature=tf.constant(0.7),
+                             seed=tf.constant(seed))
+    a, b, c = (sample(**args(s))["samples"].numpy() for s in (3, 3, 4))
+    assert a.shape == (5, 4, 4, 1)
+    np.testing.assert_array_equal(a, b)
+    assert np.max(np.abs(a - c)) > 1e-3
+
+
+def test_check_detects_a_model_that_differs(exported):
+    flows, paths = exported
+    changed = _flow("realnvp")  # other weights, same architecture
+    with pytest.raises(tff.export.ExportError, match="differs from the Keras flow"):
+        tff.export.check_saved_model(changed, paths["realnvp"])
+
+
+def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
+    def broken_check(*args, **kwargs):
+        raise tff.export.ExportError("simulated parity failure")
+
+    monkeypatch.setattr(sm_module, "check_saved_model", broken_check)
+    with pytest.raises(tff.export.ExportError, match="simulated"):
+        tff.export.saved_model(_flow("maf"), tmp_path / "m")
+    assert os.listdir(tmp_path / "m") == []
+
+
+def test_versions_and_overwrite(tmp_path):
+    flow = _flow("maf")
+    assert tff.export.saved_model(flow, tmp_path / "m").endswith(os.sep + "1")
+    assert tff.export.saved_model(flow, tmp_path / "m").endswith(os.sep + "2")
+    with pytest.raises(ValueError, match="exists; pass overwrite=True"):
+        tff.export.saved_model(flow, tmp_path / "m", version=1)
+    assert tff.export.saved_model(flow, tmp_path / "m", version=1, overwrite=True)
+    assert sorted(os.listdir(tmp_path / "m")) == ["1", "2"]
+
+
+def test_bad_targets(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ValueError, match="is a file"):
+        tff.export.saved_model(_flow("maf"), tmp_path / "file")
+    with pytest.raises(ValueError, match="exports a tfflows.Flow"):
+        tff.export.saved_model(object(), tmp_path / "x")
+    with pytest.raises(ValueError, match="No SavedModel"):
+        tff.export.onnx(tmp_path, tmp_path / "onnx")
+
+
+@pytest.mark.parametrize("kind", ["realnvp", "maf", "glow", "conditional"])
+def test_onnx_matches_the_saved_model(exported, kind, tmp_path):
+    _, paths = exported
+    results = tff.export.onnx(paths[kind], tmp_path / "onnx")
+    assert set(results) == {"log_prob", "encode", "decode"}
+    for name, (path, diff) in results.items():
+        assert diff <= 1e-4
+        model = onnx_lib.load(path)
+        ops = {node.op_type for node in model.graph.node}
+        assert not ops & {"BroadcastArgs", "Log1p"}, ops
+        inputs = {i.name for i in model.graph.input}
+        expected = {"z" if name == "decode" else "x"}
+        assert inputs == (expected | {"context"} if kind == "conditional" else expected)
+    assert sorted(os.listdir(tmp_path)) == ["onnx"]  # no staging folder left
