@@ -21,7 +21,28 @@ def _parser():
     train.add_argument("--batch-size", type=int, default=256)
     train.add_argument("--learning-rate", type=float, default=1e-3)
     train.add_argument("--seed", type=int, default=0)
+    export = sub.add_parser("export", help="export a .keras flow: SavedModel, "
+                            "ONNX, TF Serving config and request bodies")
+    export.add_argument("model", help="a .keras file holding a tfflows.Flow")
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--name", help="served model name (default: file stem)")
     return parser
+
+
+def export(args):
+    """Runs the export pipeline (tfflows.export.pipeline)."""
+    from tfflows.export import ExportError, pipeline
+
+    try:
+        summary = pipeline.run(args.model, args.out, name=args.name)
+    except (ValueError, ExportError) as err:
+        print(f"tfflows: error: {err}", file=sys.stderr)
+        return 1
+    print(f"SavedModel: {summary['saved_model']}")
+    for name, info in summary["onnx"].items():
+        print(f"ONNX {name}: {info['path']} (max abs diff {info['max_abs_diff']:.2g})")
+    print(f"TF Serving config and requests: {args.out}")
+    return 0
 
 
 def train(args):
@@ -62,6 +83,8 @@ def main(argv=None):
             print("tfflows: error: --epochs must be >= 1", file=sys.stderr)
             return 2
         return train(args)
+    if args.command == "export":
+        return export(args)
     return 2
 
 
