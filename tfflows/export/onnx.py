@@ -7,7 +7,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from tfflows.export.saved_model import ExportError
+from tfflows.export.saved_model import ExportError, publish
 
 __all__ = ["onnx", "ONNX_SIGNATURES"]
 
@@ -106,9 +106,7 @@ def onnx(saved_model_dir, path, probe=None, atol=ONNX_ATOL):
                 raise ExportError(f"ONNX '{name}' differs from the SavedModel "
                                   f"by {diff:.3g} (> {atol:g})")
             results[name] = (os.path.join(path, f"{name}.onnx"), diff)
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(staging, path)
+        publish(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return results

@@ -12,7 +12,7 @@ import tensorflow as tf
 from tfflows.export.signatures import build_endpoints, probe_inputs
 from tfflows.flow import Flow
 
-__all__ = ["saved_model", "check_saved_model", "ExportError"]
+__all__ = ["saved_model", "check_saved_model", "publish", "ExportError"]
 
 LOG_PROB_ATOL = 1e-5
 # float32 resolves about 1 part in 1e7: a log-density of an image (hundreds
@@ -22,6 +22,13 @@ RTOL = 1e-6
 
 class ExportError(RuntimeError):
     """An exported model does not compute what the Keras model computes."""
+
+
+def publish(staged, target):
+    """Moves a checked folder into place, replacing `target` if it exists."""
+    if os.path.exists(target):
+        shutil.rmtree(target)
+    os.replace(staged, target)
 
 
 def _next_version(base_dir):
@@ -145,9 +152,7 @@ def saved_model(flow, base_dir, version=None, overwrite=False, atol=LOG_PROB_ATO
         path = os.path.join(staging, "model")
         archive.write_out(path, verbose=False)
         check_saved_model(flow, path, atol=atol)
-        if os.path.exists(target):
-            shutil.rmtree(target)
-        os.replace(path, target)
+        publish(path, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
