@@ -1,9 +1,20 @@
-"""Datasets that ship with the install: generated 2-D toys, fixed splits."""
+"""Datasets that ship with the install, user files, and fixed splits.
+
+Generated 2-D toys (two moons, circles), sklearn's digits, and loaders for
+user data: `.npy`, `.csv` (a header row, numeric columns only) and IDX files
+(the MNIST / Fashion-MNIST format, gzipped or not). Loaders reject bad data
+with a `ValueError` that names the problem.
+"""
+
+import csv
+import gzip
+import os
 
 import numpy as np
 from sklearn import datasets as sk_datasets
 
-__all__ = ["two_moons", "digits", "split", "gaussian_nll", "DIGITS_NUM_BINS"]
+__all__ = ["two_moons", "circles", "digits", "load_array", "load_idx",
+           "split", "gaussian_nll", "DIGITS_NUM_BINS"]
 
 DIGITS_NUM_BINS = 17  # sklearn's digits take the integer levels 0..16
 
@@ -13,6 +24,109 @@ def two_moons(num_samples=4096, noise=0.05, seed=0):
     x, _ = sk_datasets.make_moons(num_samples, noise=noise, random_state=seed)
     x = (x - x.mean(0)) / x.std(0)
     return x.astype(np.float32)
+
+
+def circles(num_samples=4096, noise=0.05, factor=0.5, seed=0):
+    """Two concentric circles, standardised, float32 `[N, 2]`."""
+    x, _ = sk_datasets.make_circles(num_samples, noise=noise, factor=factor,
+                                    random_state=seed)
+    x = (x - x.mean(0)) / x.std(0)
+    return x.astype(np.float32)
+
+
+def _check_finite_rows(x, path):
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{path}: {int(bad.sum())} rows with NaN or Inf "
+                         f"(first at row {int(np.argmax(bad))})")
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 2:
+        raise ValueError(f"{path}: expected a header row and at least one data row")
+    header, values = rows[0], []
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise ValueError(f"{path}: line {line} has {len(row)} fields, the "
+                             f"header has {len(header)}")
+        try:
+            values.append([float(v) for v in row])
+        except ValueError:
+            column = next(h for h, v in zip(header, row) if not _is_number(v))
+            raise ValueError(f"{path}: column {column!r} is not numeric "
+                             f"(line {line})") from None
+    return np.asarray(values)
+
+
+def _is_number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def load_array(path):
+    """Loads a `.npy` or `.csv` file as float32 rows, checked.
+
+    CSV files have a header row and numeric columns only. Raises
+    `ValueError` for a missing file, another extension, a non-numeric
+    column, an empty file, or rows with NaN or Inf.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"No such file: {path}")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".npy":
+        try:
+            x = np.load(path, allow_pickle=False)
+        except ValueError as err:
+            raise ValueError(f"{path}: not a numeric .npy array ({err})") from None
+        if not np.issubdtype(x.dtype, np.number):
+            raise ValueError(f"{path}: not numeric (dtype {x.dtype})")
+    elif ext == ".csv":
+        x = _read_csv(path)
+    else:
+        raise ValueError(f"{path}: expected a .npy or .csv file")
+    if x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"{path}: expected rows of examples, got shape {x.shape}")
+    _check_finite_rows(x, path)
+    return x.astype(np.float32)
+
+
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4",
+              0x0D: ">f4", 0x0E: ">f8"}
+
+
+def load_idx(path, num_bins=256):
+    """Reads an IDX file (MNIST's format; `.gz` too).
+
+    Image files (`[N, H, W]` of uint8) come back as float32 pixels
+    `k / num_bins` shaped `[N, H, W, 1]`, ready for an image flow; other
+    files come back as arrays. Debian's `dataset-fashion-mnist` package
+    installs Fashion-MNIST in this format.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"No such file: {path}")
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
+        raise ValueError(f"{path}: not an IDX file (bad magic number)")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dtype = np.dtype(_IDX_TYPES[data[2]])
+    body = data[4 + 4 * ndim:]
+    if len(body) != int(np.prod(dims)) * dtype.itemsize:
+        raise ValueError(f"{path}: header says {dims} but the file holds "
+                         f"{len(body)} bytes of data")
+    array = np.frombuffer(body, dtype=dtype).reshape(dims)
+    if array.dtype == np.uint8 and array.ndim == 3:
+        return (array[..., None] / num_bins).astype(np.float32)
+    return array
 
 
 def digits():
