@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfflows.bijectors.logit import bits_per_dim
+from tfflows.bijectors.logit import bits_per_dim, uniform_dequantize
 
 __all__ = ["Flow"]
 
@@ -240,7 +240,7 @@ class Flow(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         pixels, context = self._split_inputs(x)
         pixels = tf.cast(pixels, self.compute_dtype)
-        pixels = pixels + tf.random.uniform(tf.shape(pixels), dtype=pixels.dtype) / self.num_bins
+        pixels = uniform_dequantize(pixels, self.num_bins)
         x = pixels if context is None else {"x": pixels, "context": context}
         return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
 
@@ -318,7 +318,7 @@ class Flow(keras.Model):
         """
         h = self._check_x(x)
         if self.num_bins:
-            h = h + tf.random.uniform(tf.shape(h), dtype=h.dtype) / self.num_bins
+            h = uniform_dequantize(h, self.num_bins)
         context = self._check_context(context, tf.shape(h)[0])
         for layer in self.flow_layers:
             h = layer.initialize_from(h, context)

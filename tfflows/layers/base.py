@@ -87,23 +87,22 @@ class FlowLayer(keras.layers.Layer):
         self._built_event_ndims = len(input_shape) - 1
         self.built = True
 
-    def inverse(self, x, context=None):
-        """data -> latent: `(z, log|det dz/dx|)`."""
+    def _transform(self, t, context, direction):
         self._check_context(context)
         self._require_built()
         bijector = self.make_bijector(context)
-        z = bijector.inverse(x)
-        ldj = bijector.inverse_log_det_jacobian(x, event_ndims=self._event_ndims(x))
-        return z, tf.broadcast_to(ldj, self._batch_shape(x))
+        out = getattr(bijector, direction)(t)
+        ldj = getattr(bijector, f"{direction}_log_det_jacobian")(
+            t, event_ndims=self._event_ndims(t))
+        return out, tf.broadcast_to(ldj, self._batch_shape(t))
+
+    def inverse(self, x, context=None):
+        """data -> latent: `(z, log|det dz/dx|)`."""
+        return self._transform(x, context, "inverse")
 
     def forward(self, z, context=None):
         """latent -> data: `(x, log|det dx/dz|)`."""
-        self._check_context(context)
-        self._require_built()
-        bijector = self.make_bijector(context)
-        x = bijector.forward(z)
-        ldj = bijector.forward_log_det_jacobian(z, event_ndims=self._event_ndims(z))
-        return x, tf.broadcast_to(ldj, self._batch_shape(z))
+        return self._transform(z, context, "forward")
 
     def call(self, x, context=None):
         return self.inverse(x, context)

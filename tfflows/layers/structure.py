@@ -12,8 +12,20 @@ __all__ = ["Squeeze", "Unsqueeze", "Permutation"]
 tfb = tfp.bijectors
 
 
+class _Reshuffle(FlowLayer):
+    """A weightless layer whose output shape is its bijector's to say."""
+
+    def build(self, input_shape):
+        self.compute_output_shape(input_shape)  # raises on an impossible shape
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        # Data -> latent is the bijector's inverse direction.
+        return tuple(self.make_bijector().inverse_event_shape(input_shape))
+
+
 @keras.saving.register_keras_serializable(package="tfflows")
-class Squeeze(FlowLayer):
+class Squeeze(_Reshuffle):
     """Space-to-depth on the way to the latent: `[H, W, C] -> [H/2, W/2, 4C]`.
 
     Its bijector is `tfb.Invert(tfflows.bijectors.Squeeze())`, since the
@@ -23,27 +35,13 @@ class Squeeze(FlowLayer):
     def make_bijector(self, context=None):
         return tfb.Invert(tfb_.Squeeze(), name=self.name)
 
-    def build(self, input_shape):
-        tfb_.Squeeze()._squeezed_shape(input_shape, "input")
-        super().build(input_shape)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(tfb_.Squeeze()._squeezed_shape(input_shape, "input"))
-
 
 @keras.saving.register_keras_serializable(package="tfflows")
-class Unsqueeze(FlowLayer):
+class Unsqueeze(_Reshuffle):
     """Depth-to-space on the way to the latent: undoes a `Squeeze`."""
 
     def make_bijector(self, context=None):
         return tfb_.Squeeze(name=self.name)
-
-    def build(self, input_shape):
-        tfb_.Squeeze()._unsqueezed_shape(input_shape, "input")
-        super().build(input_shape)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(tfb_.Squeeze()._unsqueezed_shape(input_shape, "input"))
 
 
 @keras.saving.register_keras_serializable(package="tfflows")
