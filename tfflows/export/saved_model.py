@@ -124,6 +124,11 @@ def saved_model(flow, base_dir, version=None, overwrite=False, atol=LOG_PROB_ATO
       ValueError: not a Flow, `base_dir` is a file, or the version exists.
       ExportError: an exported signature differs from the Keras model.
     """
+    return _export(flow, base_dir, version, overwrite, atol)[0]
+
+
+def _export(flow, base_dir, version, overwrite, atol):
+    """`saved_model`'s work; also returns the parity figures of its check."""
     if not isinstance(flow, Flow):
         raise ValueError("saved_model exports a tfflows.Flow. Received: "
                          f"{type(flow).__name__}")
@@ -151,9 +156,9 @@ def saved_model(flow, base_dir, version=None, overwrite=False, atol=LOG_PROB_ATO
             archive.add_endpoint(name, fn, input_signature=specs)
         path = os.path.join(staging, "model")
         archive.write_out(path, verbose=False)
-        check_saved_model(flow, path, atol=atol)
+        diffs = check_saved_model(flow, path, atol=atol)
         publish(path, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return target, diffs
 
