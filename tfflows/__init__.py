@@ -4,9 +4,11 @@
     tff.bijectors.AffineCoupling   # TFP bijectors
     tff.nn.MADE                    # Keras 3 conditioner networks
     tff.testing                    # the bijector contract, for your own bijectors
+    tff.data                       # embedded datasets and loaders
 """
 
 from tfflows import bijectors
+from tfflows import data
 from tfflows import nn
 from tfflows import layers
 from tfflows.flow import Flow
@@ -17,4 +19,4 @@ from tfflows import train
 
 __version__ = "0.1.0"
 
-__all__ = ["Flow", "bijectors", "export", "layers", "models", "nn", "testing", "train", "__version__"]
+__all__ = ["Flow", "bijectors", "data", "export", "layers", "models", "nn", "testing", "train", "__version__"]

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tfflows.export.saved_model import ExportError, publish
 
-__all__ = ["onnx", "ONNX_SIGNATURES"]
+__all__ = ["onnx", "convert_signature", "ONNX_SIGNATURES"]
 
 # Sampling in ONNX is `decode` of base noise the caller draws (z ~ N(0, T^2)).
 ONNX_SIGNATURES = ("log_prob", "encode", "decode")
@@ -36,7 +36,10 @@ def _probe(specs, seed=0, batch=8):
     return probe
 
 
-def _convert(saved_model_dir, name, output_path):
+def convert_signature(saved_model_dir, name, output_path):
+    """Converts one signature of any SavedModel to an ONNX file with tf2onnx,
+    keeping the signature's input and output names. No parity check: see
+    `onnx` for the checked export of a flow."""
     import tf2onnx
     from tf2onnx import tf_loader
 
@@ -92,7 +95,7 @@ def onnx(saved_model_dir, path, probe=None, atol=ONNX_ATOL):
                 k: probe["z" if k == "z" else k] for k in specs}
             out_file = os.path.join(staging, f"{name}.onnx")
             try:
-                _convert(saved_model_dir, name, out_file)
+                convert_signature(saved_model_dir, name, out_file)
                 session = onnxruntime.InferenceSession(
                     out_file, providers=["CPUExecutionProvider"])
             except Exception as err:  # tf2onnx/onnxruntime raise many types

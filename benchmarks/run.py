@@ -1,0 +1,179 @@
+"""Runs every benchmark and writes the side-by-side table to BENCHMARKS.md."""
+
+import argparse
+import datetime
+import os
+import platform
+import tempfile
+
+import numpy as np
+
+SPEED = dict(event_dim=16, hidden_units=(128, 128), maf_layers=5, realnvp_layers=8,
+             batch_size=512, train_steps=40, epochs=5, num_samples=10_000,
+             repeats=7, serving_batches=(1, 1024))
+QUICK = dict(event_dim=4, hidden_units=(8, 8), maf_layers=2, realnvp_layers=2,
+             batch_size=32, train_steps=2, epochs=1, num_samples=100,
+             repeats=1, serving_batches=(1, 8))
+
+
+def machine():
+    """One line per fact about where the numbers were taken."""
+    import keras
+    import onnxruntime
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            memory = f"{int(f.readline().split()[1]) / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        memory = "RAM unknown"
+    gpus = tf.config.list_physical_devices("GPU")
+    return [f"{datetime.date.today().isoformat()}, {platform.system()} "
+            f"{platform.machine()}, {cpu}, {os.cpu_count()} cores, {memory}, "
+            f"{len(gpus)} GPU",
+            f"Python {platform.python_version()}, TensorFlow {tf.__version__}, "
+            f"Keras {keras.__version__}, TFP {tfp.__version__}, "
+            f"onnxruntime {onnxruntime.__version__}"]
+
+
+class Table:
+    """Rows of (task, tfflows, TFP, tfflows/TFP speed, target) as markdown."""
+
+    def __init__(self, title, header):
+        self.title, self.header, self.rows = title, header, []
+
+    def add(self, *cells):
+        self.rows.append(tuple(cells))
+        print("  ".join(str(c) for c in cells), flush=True)
+
+    def markdown(self):
+        lines = [f"## {self.title}", "", "| " + " | ".join(self.header) + " |",
+                 "|" + "---|" * len(self.header)]
+        lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+
+def _target(ratio, minimum):
+    return f"≥ {minimum:g}×: {'met' if ratio >= minimum else 'NOT met'}"
+
+
+def speed_tables(cfg):
+    import tensorflow as tf
+
+    from benchmarks import serving, speed
+    from benchmarks.tfp_flows import mirror
+
+    header = ["task", "tfflows", "TFP", "speed tfflows ÷ TFP", "target"]
+    train = Table("Training throughput (examples/s, warm epochs)", header)
+    infer = Table("Sampling and density (seconds, warm `tf.function`)", header)
+    serve = Table("Serving `log_prob` latency (ms, medians)", header)
+    flows = speed.architectures(cfg["event_dim"], cfg["hidden_units"],
+                                cfg["maf_layers"], cfg["realnvp_layers"])
+    references = {name: mirror(flow) for name, flow in flows.items()}
+    rng = np.random.default_rng(0)
+    d, n = cfg["event_dim"], cfg["num_samples"]
+    x = rng.standard_normal((cfg["batch_size"] * cfg["train_steps"], d)).astype("float32")
+    batch = cfg["batch_size"]
+    for name in ("MAF", "RealNVP"):
+        ours, theirs = speed.training_throughput(flows[name], references[name], x,
+                                                 batch, cfg["epochs"])
+        train.add(f"{name} fit, batch {batch}", f"{ours:,.0f}", f"{theirs:,.0f}",
+                  f"{ours / theirs:.2f}×", _target(ours / theirs, 1.5))
+    sample_times = {}
+    for name in ("MAF", "IAF", "RealNVP"):
+        ours, theirs = speed.sampling_seconds(flows[name], references[name], n,
+                                              cfg["repeats"])
+        sample_times[name] = ours
+        infer.add(f"{name} sample {n:,}", f"{ours:.4f}", f"{theirs:.4f}",
+                  f"{theirs / ours:.2f}×",
+                  _target(theirs / ours, 1.0) if name == "MAF" else "")
+    iaf_gain = sample_times["MAF"] / sample_times["IAF"]
+    infer.add(f"IAF vs MAF sampling, tfflows, D={d}", f"{sample_times['IAF']:.4f}",
+              f"(MAF {sample_times['MAF']:.4f})", f"{iaf_gain:.1f}×",
+              _target(iaf_gain, 10.0))
+    data = rng.standard_normal((n, d)).astype("float32")
+    for name in ("MAF", "RealNVP"):
+        ours, theirs = speed.log_prob_seconds(flows[name], references[name], data,
+                                              cfg["repeats"])
+        infer.add(f"{name} log_prob {n:,}", f"{ours:.4f}", f"{theirs:.4f}",
+                  f"{theirs / ours:.2f}×", _target(theirs / ours, 1.0))
+    for name in ("MAF", "RealNVP"):
+        with tempfile.TemporaryDirectory() as workdir:
+            results = serving.latencies(flows[name], references[name], workdir,
+                                        cfg["serving_batches"], cfg["repeats"],
+                                        number=20)
+        for (runtime, b), (ours, theirs) in results.items():
+            if isinstance(theirs, str):
+                serve.add(f"{name} {runtime}, batch {b}", f"{1e3 * ours:.3f}",
+                          theirs, "", "")
+            else:
+                serve.add(f"{name} {runtime}, batch {b}", f"{1e3 * ours:.3f}",
+                          f"{1e3 * theirs:.3f}", f"{theirs / ours:.2f}×", "")
+    del tf
+    return [train, infer, serve]
+
+
+def quality_table(quick):
+    from benchmarks import quality
+
+    table = Table("Held-out density quality (same architecture and budget)",
+                  ["data", "flow", "metric", "tfflows", "TFP", "baseline"])
+    for data, flow, metric, ours, theirs, baseline in quality.run(quick):
+        table.add(data, flow, metric, f"{ours:.3f}", f"{theirs:.3f}", f"{baseline:.3f}")
+    return table
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="tfflows vs TFP's built-in flows: speed and density quality.")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes, one repeat: checks the script runs")
+    parser.add_argument("--only", choices=("speed", "quality"),
+                        help="run one part")
+    parser.add_argument("--out", default="BENCHMARKS.md",
+                        help="markdown report (default: BENCHMARKS.md)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cfg = QUICK if args.quick else SPEED
+    tables = []
+    if args.only in (None, "speed"):
+        tables += speed_tables(cfg)
+    if args.only in (None, "quality"):
+        tables.append(quality_table(args.quick))
+    report = REPORT.format(machine="\n".join(f"- {l}" for l in machine()),
+                           mode="quick (sizes cut, not a measurement)" if args.quick
+                           else "full", **{k: v for k, v in SPEED.items()})
+    report += "\n" + "\n".join(t.markdown() for t in tables)
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(report)
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}")
+
+
+REPORT = """# Benchmarks: tfflows vs TFP's built-in flows
+
+Written by `python -m benchmarks` (mode: {mode}). Both libraries run in one
+process on the same data; every time is a median of repeats after a warm-up
+(after tracing). "speed tfflows ÷ TFP" is TFP's time over tfflows' time (or
+tfflows' throughput over TFP's): above 1 means tfflows is faster.
+
+Machine:
+{machine}
+
+Setup: {event_dim}-D data; MAF and IAF with {maf_layers} MADE layers of
+{hidden_units} units, RealNVP with {realnvp_layers} affine couplings of the same
+widths; the TFP side is `tfb.MaskedAutoregressiveFlow` over
+`tfb.AutoregressiveNetwork` (IAF: `tfb.Invert` of it) and `tfb.RealNVP`, with
+the same permutations (`benchmarks/tfp_flows.py`). tfflows trains with
+`Flow.fit`, TFP with a `tf.function` step and a `tf_keras` Adam, as in TFP's
+examples, both on shuffled batches of {batch_size}.
+"""
