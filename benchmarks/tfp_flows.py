@@ -20,7 +20,7 @@ from tfflows.bijectors import uniform_dequantize
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 
-__all__ = ["TFPFlow", "mirror"]
+__all__ = ["TFPFlow", "copy_weights", "mirror"]
 
 
 class TFPFlow(tf.Module):
@@ -124,3 +124,31 @@ def mirror(flow):
         else:
             raise ValueError(f"No TFP counterpart for {type(layer).__name__}")
     return TFPFlow(bijectors, flow.event_shape, networks)
+
+
+def _network_weights(layer):
+    """A tfflows layer's network weights as arrays, MADE kernels masked."""
+    if isinstance(layer, L.MaskedAutoregressive):
+        made = layer.made
+        arrays = []
+        for k, mask in enumerate(made.masks):
+            arrays += [made.weights[2 * k].numpy() * mask,
+                       made.weights[2 * k + 1].numpy()]
+        return arrays
+    return [w.numpy() for w in layer.network.weights]
+
+
+def copy_weights(flow, reference):
+    """Loads the tfflows flow's network weights into its TFP mirror.
+
+    Both store kernel, bias per dense layer in order, and both lay out the
+    outputs the same way (MADE: column `d * 2 + p`; coupling nets: shift
+    block, then log-scale block), so after the copy the two compute the same
+    density up to tfflows' soft clamp of the log-scale (`5 tanh(s / 5)`).
+    """
+    layers = [l for l in flow.flow_layers
+              if isinstance(l, (L.MaskedAutoregressive, L.AffineCoupling))]
+    for layer, network in zip(layers, reference.networks, strict=True):
+        for variable, value in zip(network.weights, _network_weights(layer),
+                                   strict=True):
+            variable.assign(value)

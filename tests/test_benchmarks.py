@@ -1,0 +1,63 @@
+"""The benchmark script: its TFP mirrors are the same flows, and it runs."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks.speed import architectures
+from benchmarks.tfp_flows import copy_weights, mirror
+from tfflows import layers as L
+import tfflows as tff
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _perturbed(flow, scale, seed=0):
+    rng = np.random.default_rng(seed)
+    for w in flow.trainable_weights:
+        w.assign(w.numpy() + scale * rng.standard_normal(w.shape).astype(w.dtype))
+    return flow
+
+
+def _logit_maf():
+    maf = tff.models.maf(6, num_layers=2, hidden_units=(16,))
+    return tff.Flow([L.Logit()] + maf.flow_layers, (6,), num_bins=17)
+
+
+@pytest.mark.parametrize("name", ["MAF", "IAF", "RealNVP", "logit+MAF"])
+def test_tfp_mirror_computes_the_same_density(name):
+    flow = (_logit_maf() if name == "logit+MAF"
+            else architectures(6, (16, 16), 3, 4)[name])
+    flow = _perturbed(flow, 0.03)
+    reference = mirror(flow)
+    copy_weights(flow, reference)
+    x = np.random.default_rng(1).uniform(0.05, 0.95, (64, 6)).astype("float32")
+    ours, theirs = flow.log_prob(x).numpy(), reference.log_prob(x).numpy()
+    # Not the identity (the comparison means something) ...
+    base = tff.Flow([L.Logit()] if name == "logit+MAF" else [], (6,)).log_prob(x)
+    assert np.abs(ours - base.numpy()).mean() > 0.05
+    # ... and equal up to tfflows' soft clamp 5 tanh(s / 5) ~ s - s^3 / 75.
+    np.testing.assert_allclose(ours, theirs, atol=1e-3)
+    assert sum(w.numpy().size for w in flow.trainable_weights) == sum(
+        v.numpy().size for v in reference.trainable_variables)
+
+
+def test_quick_run_writes_every_table(tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = out.read_text()
+    for heading in ("Training throughput", "Sampling and density",
+                    "Serving `log_prob` latency", "Held-out density quality"):
+        assert f"## {heading}" in report
+    for row in ("MAF fit", "RealNVP fit", "IAF sample", "IAF vs MAF sampling",
+                "MAF log_prob", "RealNVP ONNX Runtime, batch 1",
+                "breast cancer (30-D)", "digits (64-D, logit)"):
+        assert row in report, row
+    assert not os.path.exists(str(out) + ".tmp")
