@@ -87,3 +87,15 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, make_args, m
     assert re.search(match, err), err
     assert not out.exists()
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tfflows-")]
+
+
+def test_plots_leave_pyplot_backend_alone():
+    # Notebooks import tfflows.plots next to their inline pyplot figures.
+    import subprocess
+    import sys
+    code = ("import matplotlib; matplotlib.use('pdf'); import tfflows.plots; "
+            "print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, check=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout
+    assert out.strip() == "pdf"

@@ -1,17 +1,20 @@
-"""Figures of a trained flow: loss curves, 2-D densities, image samples."""
+"""Figures of a trained flow: loss curves, 2-D densities, image samples.
 
-import matplotlib
+Each function writes a PNG through a standalone `matplotlib.figure.Figure`,
+so importing this module leaves pyplot's backend (and a notebook's inline
+plots) alone.
+"""
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 __all__ = ["loss_curves", "density_2d", "image_grid"]
 
 
 def loss_curves(history, path, metric="nll"):
     """Training and validation curves of `metric` (a Keras `History.history`)."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
         if key in history:
             ax.plot(np.arange(1, len(history[key]) + 1), history[key], label=label)
@@ -21,7 +24,6 @@ def loss_curves(history, path, metric="nll"):
     ax.set_title("Training curves")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def density_2d(flow, data, samples, path, grid=200):
@@ -31,7 +33,8 @@ def density_2d(flow, data, samples, path, grid=200):
     xs, ys = np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid)
     mesh = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2).astype(np.float32)
     density = np.exp(np.asarray(flow.log_prob(mesh))).reshape(grid, grid)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    fig = Figure(figsize=(12, 4))
+    axes = fig.subplots(1, 3)
     axes[0].scatter(data[:, 0], data[:, 1], s=2, alpha=0.5)
     axes[0].set_title("data")
     axes[1].imshow(density, origin="lower", extent=(lo[0], hi[0], lo[1], hi[1]),
@@ -44,14 +47,13 @@ def density_2d(flow, data, samples, path, grid=200):
         ax.set_ylim(lo[1], hi[1])
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def image_grid(rows, labels, path):
     """A grid of images: one row per entry of `rows` (`[n, H, W, C]`)."""
     n = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n, 1.2 * len(rows)),
-                             squeeze=False)
+    fig = Figure(figsize=(1.1 * n, 1.2 * len(rows)))
+    axes = fig.subplots(len(rows), n, squeeze=False)
     for i, (row, label) in enumerate(zip(rows, labels)):
         for j in range(n):
             ax = axes[i, j]
@@ -63,4 +65,3 @@ def image_grid(rows, labels, path):
         axes[i, 0].set_title(label, fontsize=8, loc="left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
