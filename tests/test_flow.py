@@ -176,6 +176,25 @@ def test_sample(name):
         assert np.all((s1.numpy() > -margin) & (s1.numpy() < 1 + margin))
 
 
+def test_eager_calls_run_as_graphs_with_the_same_results():
+    x = _vectors(7)
+    flow = _perturbed("maf", tf.constant(x))
+    graph = [flow.log_prob(x), flow.encode(x), flow.sample(4, 0.7, seed=3)]
+    # One graph per method: new batch sizes and sample counts reuse it.
+    for n in (3, 5):
+        assert flow.log_prob(x[:n]).shape == (n,)
+        assert flow.sample(n, seed=1).shape == (n,) + flow.event_shape
+    names = [key[0] for key in flow.__dict__["_graph_functions"]]
+    assert sorted(names) == ["encode", "log_prob", "sample"]
+    flow.run_eagerly = True
+    eager = [flow.log_prob(x), flow.encode(x), flow.sample(4, 0.7, seed=3)]
+    for a, b in zip(graph, eager):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="must have shape"):
+        flow.run_eagerly = False
+        flow.log_prob(np.zeros((2, 3), "float32"))
+
+
 @pytest.mark.parametrize("name", ["realnvp", "nice", "maf", "glow"])
 def test_distribution_supports_tfp_calls(name):
     image = BUILDERS[name][1] == "image"
