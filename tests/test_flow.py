@@ -192,7 +192,7 @@ def test_eager_calls_run_as_graphs_with_the_same_results():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="must have shape"):
         flow.run_eagerly = False
-        flow.log_prob(np.zeros((2, 3), "float32"))
+        flow.log_prob(np.zeros((2, flow.event_shape[0] + 1), "float32"))
 
 
 @pytest.mark.parametrize("name", ["realnvp", "nice", "maf", "glow"])
