@@ -176,6 +176,19 @@ def test_sample(name):
         assert np.all((s1.numpy() > -margin) & (s1.numpy() < 1 + margin))
 
 
+def test_compile_defaults_and_overrides():
+    flow = tff.models.maf(3, num_layers=1, hidden_units=(8,))
+    flow.compile()
+    assert flow.jit_compile is True
+    assert flow.steps_per_execution == tff.flow.AUTO_STEPS_PER_EXECUTION
+    flow.compile(jit_compile=False, steps_per_execution=1)
+    assert (flow.jit_compile, flow.steps_per_execution) == (False, 1)
+    flow.compile(run_eagerly=True)
+    assert flow.jit_compile is False
+    with pytest.raises(ValueError, match="takes no loss"):
+        flow.compile(loss="mse")
+
+
 def test_eager_calls_run_as_graphs_with_the_same_results():
     x = _vectors(7)
     flow = _perturbed("maf", tf.constant(x))

@@ -15,6 +15,7 @@ __all__ = ["Flow"]
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+AUTO_STEPS_PER_EXECUTION = 16
 
 
 def _as_graph_when_eager(method):
@@ -271,6 +272,43 @@ class Flow(keras.Model):
         return self.decode(z, context)
 
     # -- Keras ----------------------------------------------------------------
+    def compile(self, optimizer="adam", jit_compile="auto",
+                steps_per_execution="auto", **kwargs):
+        """`keras.Model.compile` with no loss and defaults measured on flows.
+
+        Args:
+          optimizer: as in Keras.
+          jit_compile: "auto" (default) compiles the training step with XLA
+            on every device, where Keras's own "auto" leaves CPU-only
+            machines without it. Every tfflows bijector is tested under XLA.
+            On 2 CPU cores XLA took MAF training about 12% and Glow about
+            40% faster, and dense RealNVP couplings (matmul-bound) about 7%
+            slower (`python -m benchmarks`). False turns it off. Off under
+            a strategy with several replicas.
+          steps_per_execution: "auto" (default) runs
+            `AUTO_STEPS_PER_EXECUTION` batches per call of the compiled
+            training function: flows on vectors are small models whose steps
+            pay as much in per-call overhead as in arithmetic (20-30% faster
+            on 2 CPU cores). Batch-level callbacks and the progress bar then
+            update once per call. 1 under a strategy with several replicas.
+          **kwargs: the rest of `keras.Model.compile` (`metrics`,
+            `run_eagerly`, ...). A `loss` is refused: the negative
+            log-likelihood is the loss.
+        """
+        if kwargs.get("loss") is not None:
+            raise ValueError("Flow.compile takes no loss: a flow is trained "
+                             "by maximum likelihood (its NLL is the loss)")
+        # Under a strategy with several replicas both stay at Keras's
+        # defaults: XLA cannot reach the replicas' variables on other devices
+        # and Keras's multi-step loop fails there (TF 2.21, Keras 3.15).
+        single = tf.distribute.get_strategy().num_replicas_in_sync == 1
+        if jit_compile == "auto":
+            jit_compile = single and not kwargs.get("run_eagerly", False)
+        if steps_per_execution == "auto":
+            steps_per_execution = AUTO_STEPS_PER_EXECUTION if single else 1
+        super().compile(optimizer=optimizer, jit_compile=jit_compile,
+                        steps_per_execution=steps_per_execution, **kwargs)
+
     def call(self, inputs, training=None):
         x, context = self._split_inputs(inputs)
         return self.log_prob(x, context)
