@@ -78,6 +78,39 @@ def test_autoregressive_property(d, order_kind, hidden_degrees, num_params):
         assert np.any(jac != 0.0)
 
 
+@pytest.mark.parametrize("d", [1, 2, 5])
+@pytest.mark.parametrize("order_kind", ORDERS)
+@pytest.mark.parametrize("hidden_units", [(7,), (7, 6), (3, 9, 4)])
+@pytest.mark.parametrize("context_dim", [None, 2])
+def test_step_fn_equals_the_full_network_column_by_column(d, order_kind, hidden_units,
+                                                          context_dim):
+    made = MADE(d, 2, hidden_units=hidden_units, input_order=_make_order(order_kind, d),
+                context_dim=context_dim, activation="tanh", seed=3, dtype="float64")
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=(4, d)))
+    context = None if context_dim is None else tf.constant(rng.normal(size=(4, 2)))
+    made(x, context=context)
+    _randomize(made)
+    full = made(x, context=context).numpy()
+    step_fn = made.step_fn(context)
+    columns = []
+    for step in range(d):
+        params, column = step_fn(x, step)
+        columns.append(column)
+        assert made.input_order[column] == step + 1
+        # The prefix blocks hold every unit the column can see: equal values.
+        np.testing.assert_allclose(params, full[:, column], rtol=1e-12, atol=1e-12)
+    assert sorted(columns) == list(range(d))
+
+
+def test_step_fn_needs_sorted_hidden_degrees():
+    made = MADE(4, 2, hidden_units=(8,), hidden_degrees="random", seed=0)
+    made(np.zeros((1, 4), "float32"))
+    assert not made.supports_steps  # seed 0 draws unsorted degrees
+    with pytest.raises(ValueError, match="unsorted hidden degrees"):
+        made.step_fn()
+
+
 def test_masks_match_degree_rule_and_narrow_hidden_layers():
     made = MADE(6, 2, hidden_units=(3, 2, 4), input_order="random",
                 hidden_degrees="random", seed=11, activation="tanh", dtype="float64")

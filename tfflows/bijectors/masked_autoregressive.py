@@ -41,6 +41,12 @@ class MaskedAutoregressive(FlowBijector):
         with `num_params=2`, unstacked on the last axis). Condition kwargs
         such as `context` are forwarded to it.
       event_size: D, if known; checked against inputs.
+      make_step_fn: optional callable, `make_step_fn(**condition_kwargs)`
+        returning `step_fn(x, step) -> ((shift, log_scale), column)`, the
+        parameters of the input of degree `step + 1` alone (as
+        `tfflows.nn.MADE.step_fn`). Called once per sequential solve. With it
+        and `event_size`, the sequential direction runs D static steps that
+        each compute only what that input needs, instead of D full passes.
       iaf: swap directions (IAF: one-pass sampling).
       log_scale_clamp: soft clamp bound `c` (default 5); None disables it.
       validate_args: check inputs are finite.
@@ -48,7 +54,7 @@ class MaskedAutoregressive(FlowBijector):
     """
 
     def __init__(self, shift_and_log_scale_fn, event_size=None, iaf=False,
-                 log_scale_clamp=5.0, validate_args=False,
+                 log_scale_clamp=5.0, make_step_fn=None, validate_args=False,
                  name="masked_autoregressive"):
         parameters = dict(locals())
         if not callable(shift_and_log_scale_fn):
@@ -59,7 +65,13 @@ class MaskedAutoregressive(FlowBijector):
                                        or event_size < 1):
             raise ValueError("event_size must be a positive integer or None. "
                              f"Received: event_size={event_size!r}")
+        if make_step_fn is not None and (event_size is None
+                                         or not callable(make_step_fn)):
+            raise ValueError("make_step_fn must be callable and needs event_size. "
+                             f"Received: make_step_fn={make_step_fn!r}, "
+                             f"event_size={event_size!r}")
         self._fn = shift_and_log_scale_fn
+        self._make_step_fn = make_step_fn
         self._event_size = event_size
         self._iaf = bool(iaf)
         self._log_scale_clamp = validate_clamp(log_scale_clamp)
@@ -87,6 +99,22 @@ class MaskedAutoregressive(FlowBijector):
         shift, log_scale = self._shift_and_log_scale(x, kwargs)
         return (x - shift) * tf.exp(-log_scale), -tf.reduce_sum(log_scale, -1)
 
+    def _stepwise(self, z, kwargs):
+        """Solves x from z one input at a time: D static steps, step k
+        filling the input of degree k + 1 from the ones before it."""
+        step_fn = self._make_step_fn(**kwargs)
+        x = tf.zeros_like(z)
+        log_det = tf.zeros(tf.shape(z)[:-1], z.dtype)
+        for step in range(self._event_size):
+            (shift, log_scale), column = step_fn(x, step)
+            log_scale = soft_clamp(tf.convert_to_tensor(log_scale, z.dtype),
+                                   self._log_scale_clamp)
+            value = z[..., column] * tf.exp(log_scale) + shift
+            x = x + value[..., tf.newaxis] * tf.one_hot(column, self._event_size,
+                                                        dtype=z.dtype)
+            log_det = log_det + log_scale
+        return x, log_det
+
     def _sequential(self, z, kwargs):
         """Solves x from z = (x - mu(x)) * exp(-s(x)) in D network passes.
 
@@ -110,8 +138,11 @@ class MaskedAutoregressive(FlowBijector):
     def _run(self, t, name, one_pass, kwargs):
         if self._event_size is not None:
             self._check_event_shape(t, (self._event_size,), name)
-        return (self._one_pass(t, kwargs) if one_pass
-                else self._sequential(t, kwargs))
+        if one_pass:
+            return self._one_pass(t, kwargs)
+        if self._make_step_fn is not None:
+            return self._stepwise(t, kwargs)
+        return self._sequential(t, kwargs)
 
     def _forward_and_log_det(self, x, **kwargs):
         return self._run(x, "x", self._iaf, kwargs)

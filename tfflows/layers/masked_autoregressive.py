@@ -10,6 +10,12 @@ from tfflows.layers.base import FlowLayer, build_network
 
 __all__ = ["MaskedAutoregressive"]
 
+# Up to this many dimensions the sequential direction (MAF sampling, IAF
+# density) runs unrolled static steps over prefix blocks of MADE (about 3x
+# less arithmetic than D full passes); above it, a tf.while_loop of full
+# passes keeps the graph small.
+STEPWISE_MAX_EVENT_SIZE = 64
+
 
 @keras.saving.register_keras_serializable(package="tfflows")
 class MaskedAutoregressive(FlowLayer):
@@ -65,9 +71,20 @@ class MaskedAutoregressive(FlowLayer):
             params = made(x) if context is None else made(x, context=context)
             return tuple(tf.unstack(params, num=2, axis=-1))
 
-        return tfb_.MaskedAutoregressive(shift_and_log_scale,
-                                         event_size=self._event_size,
-                                         iaf=self.iaf, name=self.name)
+        def make_step_fn():
+            params_of = made.step_fn(context)
+
+            def step_fn(x, step):
+                params, column = params_of(x, step)
+                return tuple(tf.unstack(params, num=2, axis=-1)), column
+
+            return step_fn
+
+        stepwise = (made.supports_steps
+                    and self._event_size <= STEPWISE_MAX_EVENT_SIZE)
+        return tfb_.MaskedAutoregressive(
+            shift_and_log_scale, event_size=self._event_size, iaf=self.iaf,
+            make_step_fn=make_step_fn if stepwise else None, name=self.name)
 
     def get_config(self):
         order = self.input_order
