@@ -178,9 +178,13 @@ Setup: {event_dim}-D data; MAF and IAF with {maf_layers} MADE layers of
 {hidden_units} units, RealNVP with {realnvp_layers} affine couplings of the same
 widths; the TFP side is `tfb.MaskedAutoregressiveFlow` over
 `tfb.AutoregressiveNetwork` (IAF: `tfb.Invert` of it) and `tfb.RealNVP`, with
-the same permutations (`benchmarks/tfp_flows.py`). tfflows trains with
-`Flow.fit`, TFP with a `tf.function` step and a `tf_keras` Adam, as in TFP's
-examples, both on shuffled batches of {batch_size}.
+the same permutations (`benchmarks/tfp_flows.py`, whose `copy_weights` the
+tests use to show both sides compute the same density). tfflows trains with
+`Flow.fit` at its defaults (XLA, 16 steps per execution), TFP with a
+`tf.function` step and a `tf_keras` Adam, as in TFP's examples, both on
+shuffled batches of {batch_size}, one epoch each in turn. Sampling and
+`log_prob` run inside `tf.function` on both sides (tfflows' eager calls do
+so by themselves).
 """
 
 QUALITY_NOTES = """Test-set NLL (lower is better) after training both sides with the

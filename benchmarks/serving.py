@@ -56,11 +56,13 @@ def latencies(flow, reference, workdir, batches, repeats, number):
     for batch in batches:
         x = rng.standard_normal((batch,) + flow.event_shape).astype(np.float32)
         xt = tf.constant(x)
-        results[("SavedModel", batch)] = tuple(
-            median_seconds(lambda s=s: s(x=xt)["log_prob"], repeats, number)
-            for s in signatures)
+        results[("SavedModel", batch)] = median_seconds(
+            *[lambda s=s: s(x=xt)["log_prob"] for s in signatures],
+            repeats=repeats, number=number)
+        runnable = [s for s in sessions if not isinstance(s, str)]
+        times = iter(median_seconds(
+            *[lambda s=s: s.run(None, {"x": x}) for s in runnable],
+            repeats=repeats, number=number))
         results[("ONNX Runtime", batch)] = tuple(
-            s if isinstance(s, str) else
-            median_seconds(lambda s=s: s.run(None, {"x": x}), repeats, number)
-            for s in sessions)
+            s if isinstance(s, str) else next(times) for s in sessions)
     return results

@@ -41,12 +41,13 @@ class TFPFlow(tf.Module):
     def sample(self, n, seed=None):
         return self.distribution.sample(n, seed=seed)
 
-    def fit(self, x, batch_size, epochs, learning_rate=1e-3, num_bins=None,
-            jit_compile=False, seed=0):
-        """Trains by maximum likelihood the way TFP's examples do: a
-        `tf.function` step with a `tf_keras` Adam over shuffled `tf.data`
-        batches (uniformly dequantized when `num_bins` is set, as
-        `Flow.fit` does). Returns the wall time of each epoch."""
+    def trainer(self, x, batch_size, learning_rate=1e-3, num_bins=None,
+                jit_compile=False, seed=0):
+        """Maximum likelihood the way TFP's examples train: a `tf.function`
+        step with a `tf_keras` Adam over shuffled `tf.data` batches
+        (uniformly dequantized when `num_bins` is set, as `Flow.fit` does).
+        Returns `run_epoch()`, which trains one epoch and returns its wall
+        time in seconds."""
         optimizer = tf_keras.optimizers.Adam(learning_rate)
         variables = self.trainable_variables
 
@@ -61,14 +62,22 @@ class TFPFlow(tf.Module):
         data = data.batch(batch_size)
         if num_bins:
             data = data.map(lambda b: uniform_dequantize(b, num_bins))
-        times = []
-        for _ in range(epochs):
+
+        def run_epoch():
             start = time.perf_counter()
             for batch in data:
                 loss = step(batch)
             loss.numpy()
-            times.append(time.perf_counter() - start)
-        return times
+            return time.perf_counter() - start
+
+        return run_epoch
+
+    def fit(self, x, batch_size, epochs, learning_rate=1e-3, num_bins=None,
+            jit_compile=False, seed=0):
+        """Trains `epochs` epochs (see `trainer`); returns their wall times."""
+        run_epoch = self.trainer(x, batch_size, learning_rate, num_bins,
+                                 jit_compile, seed)
+        return [run_epoch() for _ in range(epochs)]
 
 
 class _Dense(tf_keras.Sequential):

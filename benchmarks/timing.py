@@ -12,18 +12,22 @@ def _block(result):
     tf.nest.map_structure(np.asarray, result)
 
 
-def median_seconds(fn, repeats=5, number=1, warmup=1):
-    """Median over `repeats` of the mean time of `number` calls of `fn()`."""
-    for _ in range(warmup):
-        _block(fn())
-    times = []
+def median_seconds(*fns, repeats=5, number=1, warmup=1):
+    """For each `fn`, the median over `repeats` of the mean time of `number`
+    calls of `fn()`. The functions take turns within each repeat, so a change
+    in machine load hits them alike. Returns one float per function."""
+    for fn in fns:
+        for _ in range(warmup):
+            _block(fn())
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(number):
-            result = fn()
-        _block(result)
-        times.append((time.perf_counter() - start) / number)
-    return float(np.median(times))
+        for fn, fn_times in zip(fns, times):
+            start = time.perf_counter()
+            for _ in range(number):
+                result = fn()
+            _block(result)
+            fn_times.append((time.perf_counter() - start) / number)
+    return tuple(float(np.median(t)) for t in times)
 
 
 class EpochTimer(keras.callbacks.Callback):
