@@ -1,7 +1,8 @@
 """Held-out density quality: tfflows vs TFP's built-ins on the same budget.
 
 Both sides get the same architecture (`tfp_flows.mirror`), data split,
-batch size, learning rate and number of epochs; tfflows trains with
+batch size, learning rate, epoch budget and early stopping on the
+validation NLL (best weights kept, patience 10); tfflows trains with
 `Flow.fit`, TFP with its usual `tf.function` loop.
 """
 
@@ -59,16 +60,46 @@ def _nll(log_prob, x, batch=4096):
         [np.asarray(log_prob(x[i:i + batch])) for i in range(0, len(x), batch)])))
 
 
-def held_out(flow, reference, train, test, epochs, batch_size, learning_rate,
-             num_bins=None):
+def _dequantized(x, num_bins, seed):
+    if not num_bins:
+        return x
+    return np.asarray(tff.bijectors.uniform_dequantize(x, num_bins, seed=(seed, 0)))
+
+
+def _train_tfp(reference, train, val, epochs, batch_size, learning_rate,
+               num_bins, patience):
+    """TFP's loop with the early stopping Keras gives `Flow.fit`: keep the
+    weights of the best validation NLL, stop after `patience` epochs without
+    improvement."""
+    run_epoch = reference.trainer(train, batch_size, learning_rate, num_bins)
+    val = _dequantized(val, num_bins, seed=1)
+    best, best_weights, waited = np.inf, None, 0
+    for _ in range(epochs):
+        run_epoch()
+        nll = _nll(reference.log_prob, val)
+        if nll < best:
+            best, waited = nll, 0
+            best_weights = [v.numpy() for v in reference.trainable_variables]
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    for variable, value in zip(reference.trainable_variables, best_weights):
+        variable.assign(value)
+
+
+def held_out(flow, reference, train, val, test, epochs, batch_size,
+             learning_rate, num_bins=None, patience=10):
     """Test NLL (nats per example; bits/dim if `num_bins`) of both, trained
-    on `train` with the same budget."""
+    on `train` with the same budget and early stopping on `val`."""
     keras.utils.set_random_seed(0)
     flow.compile(keras.optimizers.Adam(learning_rate))
-    flow.fit(train, batch_size=batch_size, epochs=epochs, verbose=0)
-    reference.fit(train, batch_size, epochs, learning_rate, num_bins=num_bins)
-    if num_bins:  # the same dequantized test set for both
-        test = np.asarray(tff.bijectors.uniform_dequantize(test, num_bins, seed=(0, 0)))
+    flow.fit(train, batch_size=batch_size, epochs=epochs, verbose=0,
+             validation_data=val, callbacks=[keras.callbacks.EarlyStopping(
+                 "val_loss", patience=patience, restore_best_weights=True)])
+    _train_tfp(reference, train, val, epochs, batch_size, learning_rate,
+               num_bins, patience)
+    test = _dequantized(test, num_bins, seed=0)  # the same test set for both
     nlls = [_nll(flow.log_prob, test), _nll(reference.log_prob, test)]
     if num_bins:
         dims = int(np.prod(test.shape[1:]))
@@ -79,7 +110,7 @@ def held_out(flow, reference, train, test, epochs, batch_size, learning_rate,
 # Same budget for both libraries: (hidden units, epochs, batch, learning rate).
 BUDGETS = {
     "two moons (2-D)": ((128, 128), 50, 256, 1e-3),
-    "breast cancer (30-D)": ((64, 64), 100, 64, 1e-3),
+    "breast cancer (30-D)": ((32, 32), 200, 64, 1e-3),
     "digits (64-D, logit)": ((256, 256), 40, 128, 1e-3),
 }
 LAYERS = {"MAF": 5, "RealNVP": 8}
@@ -96,7 +127,7 @@ def run(quick):
     """Rows `(dataset, flow, metric, tfflows, TFP, baseline)`; the baseline is
     the best Gaussian's test NLL, or a uniform model's bits/dim."""
     rows = []
-    for label, ((train, _, test), num_bins) in _datasets(quick).items():
+    for label, ((train, val, test), num_bins) in _datasets(quick).items():
         hidden, epochs, batch, lr = BUDGETS[label]
         if quick:
             hidden, epochs = QUICK_BUDGET
@@ -106,7 +137,7 @@ def run(quick):
             flow, reference = _vector_flows(kind, train.shape[1], hidden,
                                             2 if quick else num_layers,
                                             logit=bool(num_bins))
-            ours, theirs = held_out(flow, reference, train, test, epochs,
+            ours, theirs = held_out(flow, reference, train, val, test, epochs,
                                     batch, lr, num_bins)
             rows.append((label, kind, "bits/dim" if num_bins else "NLL (nats)",
                          ours, theirs, baseline))

@@ -55,7 +55,7 @@ def test_quick_run_writes_every_table(tmp_path):
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr[-3000:]
     report = out.read_text()
-    for heading in ("Training throughput", "Sampling and density",
+    for heading in ("Training throughput", "Sampling and density", "Where the time went",
                     "Serving `log_prob` latency", "Held-out density quality"):
         assert f"## {heading}" in report
     for row in ("MAF fit", "RealNVP fit", "IAF sample", "IAF vs MAF sampling",
