@@ -1,8 +1,9 @@
 """Builders for the classic flow architectures, each returning a `Flow`.
 
-Layers are listed from the data side. Every coupling and autoregressive
-network is zero-initialised, so each builder returns the identity map on a
-standard normal until trained (image flows add the logit preprocessing).
+Layers are listed from the data side. Every coupling network is
+zero-initialised, so coupling builders return the identity map on a standard
+normal until trained (image flows add the logit preprocessing); MAF and IAF
+start near the identity (see `tfflows.layers.MaskedAutoregressive`).
 """
 
 from tfflows import layers as L

@@ -22,7 +22,11 @@ class MaskedAutoregressive(FlowLayer):
     """A masked autoregressive layer (MAF, or IAF with `iaf=True`) on vectors.
 
     Owns a `tfflows.nn.MADE` with two outputs per dimension (shift and
-    log-scale), zero-initialised so the layer starts as the identity. MAF
+    log-scale). Its output kernel starts small and random (Glorot scaled by
+    0.1), so the layer starts near, not exactly at, the identity: with an
+    exactly zero output layer no gradient reaches the hidden layers at the
+    first step, and MAF trained markedly worse (two moons, 5 layers: test
+    NLL 1.8-2.0 against 1.3, with spikes; TFP's MADE starts random too). MAF
     evaluates densities in one MADE pass and samples in D; IAF the reverse.
 
     Args:
@@ -58,6 +62,8 @@ class MaskedAutoregressive(FlowLayer):
                             input_order=self.input_order,
                             activation=self.activation,
                             context_dim=self.context_dim, seed=self.seed,
+                            output_kernel_initializer=keras.initializers.VarianceScaling(
+                                scale=0.01, mode="fan_avg", distribution="uniform"),
                             dtype=self.dtype_policy, name="made")
         build_network(self.made, input_shape, self.context_dim,
                       self.compute_dtype)

@@ -96,8 +96,9 @@ class MADE(keras.layers.Layer):
     that the parameters produced for input dimension `d` depend only on inputs
     with a strictly smaller degree (position in `input_order`): the Jacobian of
     output `d` w.r.t. input `j` is exactly zero unless `order[j] < order[d]`.
-    The output layer is zero-initialised, so a flow built on a fresh MADE is
-    the identity. An optional `context` enters, unmasked, the first hidden
+    The output layer is zero-initialised by default
+    (`output_kernel_initializer`), so a flow built on a fresh MADE is the
+    identity. An optional `context` enters, unmasked, the first hidden
     pre-activation and (through a zero-initialised projection) the output, so
     that even the first input in the order is conditioned on it, as with TFP's
     default `conditional_input_layers="all_layers"`.
@@ -118,6 +119,8 @@ class MADE(keras.layers.Layer):
         seed: None or int >= 0 for "random" orders/degrees. If None and
             something is random, a seed is drawn once and kept in the config.
         kernel_initializer: initializer of the hidden and context kernels.
+        output_kernel_initializer: initializer of the output kernel (default
+            "zeros"; biases are always zero).
         **kwargs: standard `keras.layers.Layer` arguments (`name`, `dtype`...).
 
     Input shape:
@@ -135,7 +138,7 @@ class MADE(keras.layers.Layer):
     def __init__(self, event_size, num_params, hidden_units=(64, 64),
                  input_order="natural", hidden_degrees="equal", context_dim=None,
                  activation="relu", seed=None, kernel_initializer="glorot_uniform",
-                 **kwargs):
+                 output_kernel_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
         self.event_size = _check_int("event_size", event_size, 1)
         self.num_params = _check_int("num_params", num_params, 1)
@@ -164,6 +167,8 @@ class MADE(keras.layers.Layer):
         self._masks = _make_masks(self.input_order, self._degrees, self.num_params)
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.output_kernel_initializer = keras.initializers.get(
+            output_kernel_initializer)
 
     @property
     def masks(self):
@@ -189,7 +194,8 @@ class MADE(keras.layers.Layer):
         self._kernels, self._biases = [], []
         last = len(self._masks) - 1
         for k, mask in enumerate(self._masks):
-            init = "zeros" if k == last else self.kernel_initializer
+            init = (self.output_kernel_initializer if k == last
+                    else self.kernel_initializer)
             self._kernels.append(self.add_weight(shape=mask.shape, initializer=init,
                                                  name=f"kernel_{k}"))
             self._biases.append(self.add_weight(shape=(mask.shape[1],),
@@ -292,4 +298,6 @@ class MADE(keras.layers.Layer):
                 "activation": keras.activations.serialize(self.activation),
                 "seed": self.seed,
                 "kernel_initializer":
-                    keras.initializers.serialize(self.kernel_initializer)}
+                    keras.initializers.serialize(self.kernel_initializer),
+                "output_kernel_initializer":
+                    keras.initializers.serialize(self.output_kernel_initializer)}
