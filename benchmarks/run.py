@@ -224,15 +224,26 @@ matmuls:
   graphs when called eagerly (2-3x faster than eager at 10,000 examples);
   the table times both libraries inside `tf.function` to compare the graphs.
 
-Targets not met, and why:
+Targets missed or marginal, and why:
 
-- RealNVP training (target 1.5x). At batch 512 the dense coupling step is
-  matmul-bound: a hand-written TensorFlow step doing the same matmuls ran at
-  the speed of tfflows' step, and XLA did not help it on CPU (XLA's matmul is
-  slower than oneDNN's at these shapes; MAF and Glow, with more elementwise
-  work around their matmuls, gain from XLA). Beating TFP by 1.5x here would
-  need less arithmetic than the network itself.
-- IAF vs MAF sampling (target 10x). IAF sampling is one pass per layer, as
-  fast as TFP's; the ratio fell because tfflows' MAF sampling got about 3x
-  faster than D full passes (above), not because IAF got slower.
+- RealNVP training (target 1.5x) is marginal: over three full runs on this
+  2-core machine (2026-11-23) the ratio was 1.28x, 1.35x and 1.55x. At batch
+  512 the dense coupling step is matmul-bound: a hand-written TensorFlow step
+  doing the same matmuls ran at about the speed of tfflows' step, and XLA did
+  not help it on CPU (XLA's matmul is slower than oneDNN's at these shapes;
+  MAF and Glow, with more elementwise work around their matmuls, gain from
+  XLA). What is left to win is TFP's own overhead, which varies with load.
+- IAF vs MAF sampling (target 10x) is missed: 6-8x over the same runs. IAF
+  sampling is one pass per layer, as fast as TFP's; the ratio fell because
+  tfflows' MAF sampling got about 3x faster than D full passes (above), not
+  because IAF got slower.
+
+Density quality: the comparison found that an exactly zero-initialised MADE
+output layer made tfflows' MAF train worse than TFP's (NLL spikes; two moons
+test NLL 1.8-2.0 against TFP's 1.4-1.6); MAF and IAF layers now start their
+MADE output small and random (`tfflows.layers.MaskedAutoregressive`). On the
+breast-cancer features (389 training rows, 30-D) neither library's flows get
+near the best Gaussian at these budgets, even with early stopping: the set
+is too small for 5-8 layer flows, and the table shows it rather than tuning
+one side.
 """
