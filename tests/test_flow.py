@@ -387,6 +387,9 @@ def test_conditional_maf():
         flow.distribution
     with pytest.raises(ValueError, match="needs a context"):
         flow.log_prob(x)
+    for bad in (c[0, :1], c[:, :1]):  # wrong context size, shared or per row
+        with pytest.raises(ValueError, match="context must have shape"):
+            flow.sample(3, context=bad)
 
 
 @pytest.mark.parametrize("kind", ["vector", "image"])

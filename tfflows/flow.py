@@ -24,8 +24,9 @@ def _as_graph_when_eager(method):
     As Keras's `predict` does: eager execution pays Python and dispatch
     costs on every op (2-3x the graph's time for a 10k-example `log_prob` or
     `sample`). Arguments that are None or bools stay Python values; the rest
-    become tensors whose first (batch) dimension is left unknown, so a new
-    batch size, `num_samples` or `temperature` does not retrace. Inside a
+    become tensors, batches (rank >= 2) with their first dimension left
+    unknown, so a new batch size, `num_samples` or `temperature` does not
+    retrace, while a shared `[K]` context keeps its static size. Inside a
     graph (training, export) and with `run_eagerly=True` the method runs as
     plain Python.
     """
@@ -33,7 +34,7 @@ def _as_graph_when_eager(method):
 
     def spec(value):
         shape = value.shape
-        if shape.rank:
+        if shape.rank >= 2:
             shape = tf.TensorShape([None]).concatenate(shape[1:])
         return tf.TensorSpec(shape, value.dtype)
 
