@@ -41,8 +41,7 @@ class TFPFlow(tf.Module):
     def sample(self, n, seed=None):
         return self.distribution.sample(n, seed=seed)
 
-    def trainer(self, x, batch_size, learning_rate=1e-3, num_bins=None,
-                jit_compile=False, seed=0):
+    def trainer(self, x, batch_size, learning_rate=1e-3, num_bins=None, seed=0):
         """Maximum likelihood the way TFP's examples train: a `tf.function`
         step with a `tf_keras` Adam over shuffled `tf.data` batches
         (uniformly dequantized when `num_bins` is set, as `Flow.fit` does).
@@ -51,7 +50,7 @@ class TFPFlow(tf.Module):
         optimizer = tf_keras.optimizers.Adam(learning_rate)
         variables = self.trainable_variables
 
-        @tf.function(jit_compile=jit_compile)
+        @tf.function
         def step(batch):
             with tf.GradientTape() as tape:
                 loss = -tf.reduce_mean(self.log_prob(batch))
@@ -71,13 +70,6 @@ class TFPFlow(tf.Module):
             return time.perf_counter() - start
 
         return run_epoch
-
-    def fit(self, x, batch_size, epochs, learning_rate=1e-3, num_bins=None,
-            jit_compile=False, seed=0):
-        """Trains `epochs` epochs (see `trainer`); returns their wall times."""
-        run_epoch = self.trainer(x, batch_size, learning_rate, num_bins,
-                                 jit_compile, seed)
-        return [run_epoch() for _ in range(epochs)]
 
 
 class _Dense(tf_keras.Sequential):

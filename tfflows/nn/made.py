@@ -217,9 +217,8 @@ class MADE(keras.layers.Layer):
         self._check_last_dim(x.shape, "x", self.event_size)
         h = ops.cast(x, self.compute_dtype)
         last = len(self._masks) - 1
-        for k, mask in enumerate(self._masks):
-            kernel = ops.convert_to_tensor(self._kernels[k])
-            h = ops.matmul(h, kernel * ops.cast(mask, kernel.dtype)) + self._biases[k]
+        for k, kernel in enumerate(self._masked_kernels()):
+            h = ops.matmul(h, kernel) + self._biases[k]
             if context is not None and k in (0, last):
                 self._check_last_dim(context.shape, "context", self.context_dim)
                 context = ops.cast(context, self.compute_dtype)
@@ -228,6 +227,11 @@ class MADE(keras.layers.Layer):
                 h = self.activation(h)
         out_shape = tuple(ops.shape(h)[:-1]) + (self.event_size, self.num_params)
         return ops.reshape(h, out_shape)
+
+    def _masked_kernels(self):
+        """Each layer's kernel times its 0/1 mask, input to output."""
+        kernels = [ops.convert_to_tensor(k) for k in self._kernels]
+        return [k * ops.cast(m, k.dtype) for k, m in zip(kernels, self._masks)]
 
     @property
     def supports_steps(self):
@@ -251,8 +255,7 @@ class MADE(keras.layers.Layer):
             raise ValueError(f"MADE '{self.name}' has unsorted hidden degrees "
                              "(hidden_degrees='random'): step_fn does not apply")
         last = len(self._masks) - 1
-        kernels = [ops.convert_to_tensor(k) * ops.cast(m, k.dtype)
-                   for k, m in zip(self._kernels, self._masks)]
+        kernels = self._masked_kernels()
         biases = [ops.convert_to_tensor(b) for b in self._biases]
         if context is not None:
             context = ops.cast(context, self.compute_dtype)
