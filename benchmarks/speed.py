@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfflows as tff
+from tfflows import layers as L
 from benchmarks.timing import EpochTimer, median_seconds
 from benchmarks.tfp_flows import mirror
 
@@ -50,3 +51,36 @@ def log_prob_seconds(flow, reference, x, repeats):
     ours = tf.function(lambda: flow.log_prob(x))
     theirs = tf.function(lambda: reference.log_prob(x))
     return median_seconds(ours, theirs, repeats=repeats)
+
+
+def dense_passes(flow, x):
+    """A `tf.function` running every MADE of `flow` on `x` as plain dense
+    layers (kernels masked beforehand, bias, relu) and nothing else: the
+    arithmetic of one pass per layer, IAF sampling's floor. Returns each
+    network's raw output `[N, 2 D]` (column `d * 2 + p`, as MADE's)."""
+    layers = [[(tf.constant(k.numpy() * mask), tf.constant(b.numpy()))
+               for k, b, mask in zip(layer.made._kernels, layer.made._biases,
+                                     layer.made.masks)]
+              for layer in flow.flow_layers if isinstance(layer, L.MaskedAutoregressive)]
+    x = tf.constant(x)
+
+    @tf.function
+    def passes():
+        outputs = []
+        for dense in layers:
+            h = x
+            for k, (kernel, bias) in enumerate(dense):
+                h = tf.matmul(h, kernel) + bias
+                h = tf.nn.relu(h) if k < len(dense) - 1 else h
+            outputs.append(h)
+        return outputs
+
+    return passes
+
+
+def network_matmul_seconds(flow, num_samples, repeats):
+    """Seconds of `dense_passes` on `num_samples` rows."""
+    x = np.random.default_rng(1).standard_normal(
+        (num_samples, flow.event_shape[-1])).astype("float32")
+    (seconds,) = median_seconds(dense_passes(flow, x), repeats=repeats)
+    return seconds

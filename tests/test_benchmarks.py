@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from benchmarks.speed import architectures
+from benchmarks.quality import breast_cancer
+from benchmarks.speed import architectures, dense_passes
 from benchmarks.tfp_flows import copy_weights, mirror
 from tfflows import layers as L
 import tfflows as tff
@@ -59,7 +60,32 @@ def test_quick_run_writes_every_table(tmp_path):
                     "Serving `log_prob` latency", "Held-out density quality"):
         assert f"## {heading}" in report
     for row in ("MAF fit", "RealNVP fit", "IAF sample", "IAF vs MAF sampling",
+                "IAF (tfflows) vs MAF (TFP) sampling", "IAF sampling's floor",
                 "MAF log_prob", "RealNVP ONNX Runtime, batch 1",
-                "breast cancer (30-D)", "digits (64-D, logit)"):
+                "breast cancer (26-D)", "digits (64-D, logit)"):
         assert row in report, row
     assert not os.path.exists(str(out) + ".tmp")
+
+
+def test_iaf_floor_does_the_networks_arithmetic():
+    """The floor row times the same dense layers the IAF runs."""
+    keras.utils.set_random_seed(0)
+    flow = _perturbed(architectures(5, (16, 16), 2, 2)["IAF"], 0.05)
+    x = np.random.default_rng(2).standard_normal((8, 5)).astype("float32")
+    mades = [l.made for l in flow.flow_layers if isinstance(l, L.MaskedAutoregressive)]
+    outputs = dense_passes(flow, x)()
+    assert len(outputs) == len(mades) == 2
+    for made, out in zip(mades, outputs):
+        np.testing.assert_allclose(out.numpy().reshape(8, 5, 2), made(x).numpy(),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_breast_cancer_is_whitened_without_near_duplicate_features():
+    train, val, test = breast_cancer(seed=1)
+    assert train.shape[1] == val.shape[1] == test.shape[1] == 26
+    assert len(train) + len(val) + len(test) == 556  # 13 rows with zeros dropped
+    np.testing.assert_allclose(np.cov(train, rowvar=False, bias=True), np.eye(26),
+                               atol=1e-4)
+    np.testing.assert_allclose(train.mean(0), 0.0, atol=1e-5)
+    # The held-out rows are whitened with the training statistics, not their own.
+    assert np.abs(np.cov(test, rowvar=False) - np.eye(26)).max() > 0.05
