@@ -83,9 +83,10 @@ def speed_tables(cfg):
     x = rng.standard_normal((cfg["batch_size"] * cfg["train_steps"], d)).astype("float32")
     batch = cfg["batch_size"]
     for name in ("MAF", "RealNVP"):
-        ours, theirs = speed.training_throughput(flows[name], references[name], x,
-                                                 batch, cfg["epochs"])
-        train.add(f"{name} fit, batch {batch}", f"{ours:,.0f}", f"{theirs:,.0f}",
+        ours, theirs, xla = speed.training_throughput(
+            flows[name], references[name], x, batch, cfg["epochs"])
+        train.add(f"{name} fit, batch {batch} ({'XLA' if xla else 'no XLA'})",
+                  f"{ours:,.0f}", f"{theirs:,.0f}",
                   f"{ours / theirs:.2f}×", _target(ours / theirs, 1.5))
     sample_times = {}
     for name in ("MAF", "IAF", "RealNVP"):
@@ -196,7 +197,8 @@ widths; the TFP side is `tfb.MaskedAutoregressiveFlow` over
 `tfb.AutoregressiveNetwork` (IAF: `tfb.Invert` of it) and `tfb.RealNVP`, with
 the same permutations (`benchmarks/tfp_flows.py`, whose `copy_weights` the
 tests use to show both sides compute the same density). tfflows trains with
-`Flow.fit` at its defaults (XLA, 16 steps per execution), TFP with a
+`Flow.fit` at its defaults (16 steps per execution, XLA as `Flow.compile`
+chooses it), TFP with a
 `tf.function` step and a `tf_keras` Adam, as in TFP's examples, both on
 shuffled batches of {batch_size}, one epoch each in turn. Sampling and
 `log_prob` run inside `tf.function` on both sides (tfflows' eager calls do

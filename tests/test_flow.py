@@ -189,6 +189,35 @@ def test_compile_defaults_and_overrides():
         flow.compile(loss="mse")
 
 
+@pytest.mark.skipif(not tff.flow._cpu_only(),
+                    reason="the per-layer XLA choice applies to CPU-only hosts")
+@pytest.mark.parametrize("name, xla", [
+    ("maf", True), ("glow", True), ("image realnvp", True),
+    ("vector realnvp", False), ("nice", False), ("permutations only", False)])
+def test_compile_picks_xla_on_cpu_where_a_layer_gains(name, xla):
+    flow = {
+        "maf": lambda: tff.models.maf(3, num_layers=1, hidden_units=(8,)),
+        "glow": lambda: tff.models.glow((4, 4, 1), levels=1, steps_per_level=1,
+                                        hidden_channels=4),
+        "image realnvp": lambda: tff.models.realnvp(image_shape=(4, 4, 1), levels=1,
+                                                    hidden_channels=4),
+        "vector realnvp": lambda: tff.models.realnvp(event_dim=4, num_layers=2,
+                                                     hidden_units=(8,)),
+        "nice": lambda: tff.models.nice(4, num_layers=2, hidden_units=(8,)),
+        "permutations only": lambda: tff.Flow([L.Permutation()], (4,)),
+    }[name]()
+    flow.compile()
+    assert flow.jit_compile is xla
+    flow.compile(jit_compile=not xla)  # an explicit choice wins
+    assert flow.jit_compile is (not xla)
+
+
+def test_coupling_layers_know_their_network_kind_before_build():
+    assert L.AffineCoupling(mask="half").xla_on_cpu is False
+    assert L.AffineCoupling(mask="channel").xla_on_cpu is True
+    assert L.AdditiveCoupling(mask="checkerboard").xla_on_cpu is True
+
+
 def test_eager_calls_run_as_graphs_with_the_same_results():
     x = _vectors(7)
     flow = _perturbed("maf", tf.constant(x))

@@ -40,6 +40,13 @@ class FlowLayer(keras.layers.Layer):
     """
 
     conditional = False  # whether the layer can take a context
+    # Whether XLA speeds up training this layer on a CPU-only host: True for
+    # layers whose steps are many small elementwise ops that XLA fuses
+    # (MADE, convolutions), False for dense networks, whose matmuls run
+    # faster through TensorFlow's oneDNN kernels than through XLA's, None
+    # for no say (no weights, or a few elementwise ops). `Flow.compile`
+    # reads it to pick its default.
+    xla_on_cpu = None
 
     def __init__(self, context_dim=None, **kwargs):
         super().__init__(**kwargs)

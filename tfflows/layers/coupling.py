@@ -28,6 +28,14 @@ class _Coupling(FlowLayer):
         self.hidden_channels = hidden_channels
         self.network = None
 
+    @property
+    def xla_on_cpu(self):
+        """Convolutional networks (images) gain from XLA; dense ones (vectors)
+        lose to TensorFlow's oneDNN matmuls (`FlowLayer.xla_on_cpu`)."""
+        if self.network is None:  # not built: the mask tells images apart
+            return self.mask != "half"
+        return isinstance(self.network, nn.CouplingConvNet)
+
     def build(self, input_shape):
         event_shape = tuple(input_shape[1:])
         probe = make_mask(self.mask, event_shape, self.num_masked, self.flip)

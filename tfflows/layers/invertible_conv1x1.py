@@ -22,6 +22,8 @@ class InvertibleConv1x1(FlowLayer):
       seed: seed of the initial rotation (kept in the config).
     """
 
+    xla_on_cpu = True  # the LU assembly is a string of small elementwise ops
+
     def __init__(self, seed=None, **kwargs):
         super().__init__(**kwargs)
         if seed is None:

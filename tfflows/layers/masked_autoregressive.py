@@ -39,6 +39,7 @@ class MaskedAutoregressive(FlowLayer):
     """
 
     conditional = True
+    xla_on_cpu = True
 
     def __init__(self, hidden_units=(64, 64), iaf=False, input_order="natural",
                  activation="relu", context_dim=None, seed=None, **kwargs):
