@@ -3,7 +3,8 @@
 Layers are listed from the data side. Every coupling network is
 zero-initialised, so coupling builders return the identity map on a standard
 normal until trained (image flows add the logit preprocessing); MAF and IAF
-start near the identity (see `tfflows.layers.MaskedAutoregressive`).
+start as random affine autoregressive maps (see
+`tfflows.layers.MaskedAutoregressive`).
 """
 
 from tfflows import layers as L

@@ -22,11 +22,12 @@ class MaskedAutoregressive(FlowLayer):
     """A masked autoregressive layer (MAF, or IAF with `iaf=True`) on vectors.
 
     Owns a `tfflows.nn.MADE` with two outputs per dimension (shift and
-    log-scale). Its output kernel starts small and random (Glorot scaled by
-    0.1), so the layer starts near, not exactly at, the identity: with an
-    exactly zero output layer no gradient reaches the hidden layers at the
-    first step, and MAF trained markedly worse (two moons, 5 layers: test
-    NLL 1.8-2.0 against 1.3, with spikes; TFP's MADE starts random too). MAF
+    log-scale). Its output kernel starts Glorot-uniform like the hidden
+    ones, as TFP's MADE does, so a fresh layer is a random affine
+    autoregressive map, not the identity. Measured on two moons (5 layers,
+    128x128, three seeds, test NLL): 1.20-1.48 with this start, 1.62-1.85
+    with the output kernel at a tenth of it, and 1.8-2.0 with zeros, where
+    no gradient reaches the hidden layers at the first step. MAF
     evaluates densities in one MADE pass and samples in D; IAF the reverse.
 
     Args:
@@ -63,8 +64,7 @@ class MaskedAutoregressive(FlowLayer):
                             input_order=self.input_order,
                             activation=self.activation,
                             context_dim=self.context_dim, seed=self.seed,
-                            output_kernel_initializer=keras.initializers.VarianceScaling(
-                                scale=0.01, mode="fan_avg", distribution="uniform"),
+                            output_kernel_initializer="glorot_uniform",
                             dtype=self.dtype_policy, name="made")
         build_network(self.made, input_shape, self.context_dim,
                       self.compute_dtype)
