@@ -72,7 +72,10 @@ def speed_tables(cfg):
     from benchmarks.tfp_flows import mirror
 
     header = ["task", "tfflows", "TFP", "speed tfflows ÷ TFP", "target"]
-    train = Table("Training throughput (examples/s, warm epochs)", header)
+    train = Table("Training throughput (examples/s, warm epochs)", header,
+                  notes="Throughputs are medians over the epochs; the speed-up "
+                        "is the median (and range) of the per-pair ratios of "
+                        "epoch times, each pair run back to back.\n")
     infer = Table("Sampling and density (seconds, warm `tf.function`)", header)
     serve = Table("Serving `log_prob` latency (ms, medians)", header)
     flows = speed.architectures(cfg["event_dim"], cfg["hidden_units"],
@@ -83,11 +86,11 @@ def speed_tables(cfg):
     x = rng.standard_normal((cfg["batch_size"] * cfg["train_steps"], d)).astype("float32")
     batch = cfg["batch_size"]
     for name in ("MAF", "RealNVP"):
-        ours, theirs, xla = speed.training_throughput(
+        ours, theirs, speedup, (low, high), xla = speed.training_throughput(
             flows[name], references[name], x, batch, cfg["epochs"])
         train.add(f"{name} fit, batch {batch} ({'XLA' if xla else 'no XLA'})",
                   f"{ours:,.0f}", f"{theirs:,.0f}",
-                  f"{ours / theirs:.2f}×", _target(ours / theirs, 1.5))
+                  f"{speedup:.2f}× ({low:.2f}–{high:.2f})", _target(speedup, 1.5))
     sample_times = {}
     for name in ("MAF", "IAF", "RealNVP"):
         ours, theirs = speed.sampling_seconds(flows[name], references[name], n,
@@ -225,18 +228,23 @@ ANALYSIS = """## Where the time went, and what changed in the library
 
 Found by profiling the training step, the sampling loop and eager calls
 against TFP's flows and against hand-written TensorFlow steps with the same
-matmuls:
+arithmetic (2 CPU cores, 2026-11-23):
 
 - One network call per layer and direction. TFP's `MaskedAutoregressiveFlow`
   and `RealNVP` call their network once in `_inverse` and again in
   `_inverse_log_det_jacobian`; tfflows bijectors compute both from one call
   and TFP's greedy-attribute cache keeps the log-det (tests count the calls).
   This is most of the `log_prob` gain.
-- `fit` overhead and XLA. For networks this small Keras's per-step loop cost
-  as much as the arithmetic, and Keras's `jit_compile="auto"` leaves XLA off
-  on CPU-only machines. `Flow.compile` now defaults to XLA and 16 steps per
-  execution (both are Keras's own options; pass `jit_compile=False` or
-  `steps_per_execution=1` to undo).
+- `fit` overhead. For networks this small Keras's per-step loop cost as much
+  as the arithmetic: `Flow.compile` defaults to 16 steps per execution.
+- XLA, chosen per flow. Keras's `jit_compile="auto"` never uses XLA on a
+  CPU-only host. XLA fuses MADE's and Glow's many small elementwise ops (MAF
+  fit 6.9 against 8.4 ms per step, Glow on digits 15 against 25), but its CPU
+  matmul is about 1.8x slower than TensorFlow's oneDNN one at these shapes
+  (512x128 by 128x128: 0.20 against 0.12 ms), so dense couplings lose with it
+  (RealNVP 16-D 8.9 against 7.6 ms, 2-D 6.1 against 3.8). `Flow.compile`
+  now turns XLA on for flows with a layer that gains (`FlowLayer.xla_on_cpu`)
+  and leaves dense-coupling flows without it; the training table says which.
 - MAF sampling. D full MADE passes per layer became D static steps over
   prefix blocks of MADE (`tfflows.nn.MADE.step_fn`): with hidden degrees
   sorted, step k needs only the hidden units of degree <= k, about a third of
@@ -248,24 +256,31 @@ matmuls:
 
 Targets missed or marginal, and why:
 
-- RealNVP training (target 1.5x) is marginal: over three full runs on this
-  2-core machine (2026-11-23) the ratio was 1.28x, 1.35x and 1.55x. At batch
-  512 the dense coupling step is matmul-bound: a hand-written TensorFlow step
-  doing the same matmuls ran at about the speed of tfflows' step, and XLA did
-  not help it on CPU (XLA's matmul is slower than oneDNN's at these shapes;
-  MAF and Glow, with more elementwise work around their matmuls, gain from
-  XLA). What is left to win is TFP's own overhead, which varies with load.
-- IAF vs MAF sampling (target 10x) is missed: 6-8x over the same runs. IAF
-  sampling is one pass per layer, as fast as TFP's; the ratio fell because
-  tfflows' MAF sampling got about 3x faster than D full passes (above), not
-  because IAF got slower.
+- IAF vs MAF sampling in tfflows (target 10x) cannot be met without making
+  MAF sampling slower. IAF sampling is one MADE pass per layer and runs
+  within about 1.3x of the bare matmuls of those passes (the floor row);
+  even at that floor it would be only about 8x faster than tfflows' MAF
+  sampling, because the stepwise solve above made MAF sampling about 3x
+  cheaper than the D passes the target assumed. Against D passes, as TFP
+  samples MAF, tfflows' IAF is about 13x faster (the row below it).
+- RealNVP training has the least margin: across full runs on 2026-11-23 its
+  ratio moved between 1.44x and 2.5x, mostly because TFP's step time moved
+  with machine load (11 to 25 ms); the range column gives the spread within
+  this run. tfflows' step is near its floor: the 8 couplings' matmuls
+  depend on one another, so these small matmuls cannot share the two cores
+  (the same networks run independently take half the time), and a
+  hand-written TensorFlow step with the same arithmetic is no faster.
 
-Density quality: the comparison found that an exactly zero-initialised MADE
-output layer made tfflows' MAF train worse than TFP's (NLL spikes; two moons
-test NLL 1.8-2.0 against TFP's 1.4-1.6); MAF and IAF layers now start their
-MADE output small and random (`tfflows.layers.MaskedAutoregressive`). On the
-breast-cancer features (389 training rows, 30-D) neither library's flows get
-near the best Gaussian at these budgets, even with early stopping: the set
-is too small for 5-8 layer flows, and the table shows it rather than tuning
-one side.
+Density quality: comparing the two libraries found that the start of
+tfflows' MADE output layer matters. Exactly zero (no gradient reaches the
+hidden layers at the first step) trained MAF markedly worse than TFP's on
+two moons; TFP's full Glorot start is best on two moons but worse than a
+smaller one on breast cancer and digits. MAF and IAF layers now start the
+output kernel at variance scale 0.1, near the best on all three (the sweep
+is in `tfflows.layers.MaskedAutoregressive`'s docstring). On breast cancer
+the whitening (see the notes above the table) is what lets flows of this
+size beat the Gaussian at all: on the standardised features both libraries'
+flows stopped early 6-13 nats worse than it, from 389 training rows. The
+spread across seeds (in brackets) is often wider than the gap between the
+libraries: read single cells with that in mind.
 """

@@ -26,8 +26,11 @@ def architectures(event_dim, hidden_units, maf_layers, realnvp_layers):
 def training_throughput(flow, reference, x, batch_size, epochs):
     """Examples per second, median of warm epochs: `Flow.fit` (compiled
     with its defaults) vs TFP's training loop, one epoch each in turn so
-    that both see the same machine load. Returns `(ours, theirs, xla)`,
-    `xla` whether `Flow.compile` chose XLA."""
+    that both see the same machine load. Returns `(ours, theirs, speedup,
+    spread, xla)`: `speedup` is the median over the pairs of epochs of
+    TFP's epoch time over tfflows' (robust to load that changes between
+    pairs), `spread` the lowest and highest of those ratios, and `xla`
+    whether `Flow.compile` chose XLA."""
     flow.compile(keras.optimizers.Adam(1e-3))
     run_tfp_epoch = reference.trainer(x, batch_size)
     flow.fit(x, batch_size=batch_size, epochs=1, verbose=0)  # trace, compile
@@ -38,7 +41,10 @@ def training_throughput(flow, reference, x, batch_size, epochs):
         flow.fit(x, batch_size=batch_size, epochs=1, verbose=0, callbacks=[timer])
         ours.append(timer.times[0])
         theirs.append(run_tfp_epoch())
-    return len(x) / np.median(ours), len(x) / np.median(theirs), flow.jit_compile
+    ratios = np.asarray(theirs) / np.asarray(ours)
+    return (len(x) / np.median(ours), len(x) / np.median(theirs),
+            float(np.median(ratios)), (float(ratios.min()), float(ratios.max())),
+            flow.jit_compile)
 
 
 def sampling_seconds(flow, reference, num_samples, repeats):
