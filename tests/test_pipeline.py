@@ -11,6 +11,7 @@ from tensorflow.core.framework import tensor_pb2
 
 import tfflows as tff
 from tfflows import cli
+from tfflows.export import pipeline
 from tests.helpers import perturb
 
 
@@ -63,3 +64,14 @@ def test_export_command_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("tfflows: error: No such model file") and "\n" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_rest_and_grpc_bodies_carry_the_same_values():
+    # Rounding -1.3263275 to 6 decimals in float32 gives -1.326328; in float64
+    # -1.326327: the bodies once disagreed on such values.
+    x = np.array([[-1.3263275, 0.7, 1e-7]], np.float32)
+    rest = pipeline.rest_body("log_prob", {"x": x})["inputs"]["x"]
+    grpc = pipeline.grpc_body("density", "log_prob", {"x": x})["inputs"]["x"]
+    from_grpc = tf.make_ndarray(json_format.ParseDict(grpc, tensor_pb2.TensorProto()))
+    np.testing.assert_array_equal(from_grpc, np.asarray(rest, np.float32))
+    assert rest == [[-1.326327, 0.7, 0.0]]

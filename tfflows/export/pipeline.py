@@ -42,16 +42,20 @@ def request_inputs(flow, signature, batch=2):
     return {key: probe[key], **context}
 
 
+def _short_decimals(value):
+    """Floats rounded to 6 decimals (0.7, not float32's 0.69999998) in float64:
+    rounding in float32 (`x * 1e6` loses digits) can land one unit of the
+    6th decimal away, and the REST and gRPC bodies must carry equal values."""
+    value = np.asarray(value)
+    if value.dtype.kind == "f":
+        return np.round(value.astype(np.float64), 6)
+    return value
+
+
 def rest_body(signature, inputs):
     """TF Serving REST predict body (columnar format) for `inputs`."""
-    def plain(value):
-        value = np.asarray(value)
-        if value.dtype.kind == "f":  # short decimals, not float32's 0.69999998
-            value = np.round(value.astype(np.float64), 6)
-        return value.tolist()
-
     return {"signature_name": signature,
-            "inputs": {k: plain(v) for k, v in inputs.items()}}
+            "inputs": {k: _short_decimals(v).tolist() for k, v in inputs.items()}}
 
 
 def grpc_body(model_name, signature, inputs):
@@ -64,7 +68,7 @@ def grpc_body(model_name, signature, inputs):
     """
     return {"model_spec": {"name": model_name, "signature_name": signature},
             "inputs": {k: json_format.MessageToDict(tf.make_tensor_proto(
-                np.round(v, 6).astype(np.asarray(v).dtype)))
+                _short_decimals(v).astype(np.asarray(v).dtype)))
                 for k, v in inputs.items()}}
 
 
