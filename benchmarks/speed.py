@@ -7,7 +7,7 @@ import tensorflow as tf
 import tfflows as tff
 from tfflows import layers as L
 from benchmarks.timing import EpochTimer, median_seconds
-from benchmarks.tfp_flows import mirror
+from benchmarks.tfp_flows import masked_dense_layers, mirror
 
 
 def architectures(event_dim, hidden_units, maf_layers, realnvp_layers):
@@ -65,9 +65,8 @@ def dense_passes(flow, x):
     layers (kernels masked beforehand, bias, relu) and nothing else: the
     arithmetic of one pass per layer, IAF sampling's floor. Returns each
     network's raw output `[N, 2 D]` (column `d * 2 + p`, as MADE's)."""
-    layers = [[(tf.constant(k.numpy() * mask), tf.constant(b.numpy()))
-               for k, b, mask in zip(layer.made._kernels, layer.made._biases,
-                                     layer.made.masks)]
+    layers = [[(tf.constant(kernel), tf.constant(bias))
+               for kernel, bias in masked_dense_layers(layer.made)]
               for layer in flow.flow_layers if isinstance(layer, L.MaskedAutoregressive)]
     x = tf.constant(x)
 

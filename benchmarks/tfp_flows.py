@@ -20,7 +20,7 @@ from tfflows.bijectors import uniform_dequantize
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 
-__all__ = ["TFPFlow", "copy_weights", "mirror"]
+__all__ = ["TFPFlow", "copy_weights", "masked_dense_layers", "mirror"]
 
 
 class TFPFlow(tf.Module):
@@ -130,13 +130,14 @@ def mirror(flow):
 def _network_weights(layer):
     """A tfflows layer's network weights as arrays, MADE kernels masked."""
     if isinstance(layer, L.MaskedAutoregressive):
-        made = layer.made
-        arrays = []
-        for k, mask in enumerate(made.masks):
-            arrays += [made.weights[2 * k].numpy() * mask,
-                       made.weights[2 * k + 1].numpy()]
-        return arrays
+        return [np.asarray(w) for kernel, bias in masked_dense_layers(layer.made)
+                for w in (kernel, bias)]
     return [w.numpy() for w in layer.network.weights]
+
+
+def masked_dense_layers(made):
+    """A MADE's `(kernel * mask, bias)` pairs, input to output, as tensors."""
+    return list(zip(made._masked_kernels(), made._biases))
 
 
 def copy_weights(flow, reference):
