@@ -31,6 +31,12 @@ def test_train_writes_model_metrics_plots_and_exports(moons_run):
     assert sorted(os.listdir(out / "serving" / "onnx" / "realnvp")) == [
         "decode.onnx", "encode.onnx", "log_prob.onnx"]
     assert not [n for n in os.listdir(out.parent) if n.startswith(".tfflows-")]
+    # export.json names the files where they are now, not the staging folder.
+    summary = json.loads((out / "serving" / "export.json").read_text())
+    assert (out / "serving" / summary["saved_model"] / "saved_model.pb").is_file()
+    for info in summary["onnx"].values():
+        assert (out / "serving" / info["path"]).is_file()
+    assert ".tfflows-" not in json.dumps(summary)
 
 
 def test_sample_and_score(moons_run, tmp_path, capsys):
@@ -47,12 +53,18 @@ def test_sample_and_score(moons_run, tmp_path, capsys):
     assert all(np.isfinite(float(line.split(",")[1])) for line in lines[-4:])
 
 
-def test_train_glow_on_digits_plots_samples(tmp_path):
+def test_train_glow_on_digits_plots_samples(tmp_path, capsys):
     out = tmp_path / "glow"
     assert cli.main(["train", "--flow", "glow", "--data", "digits", "--epochs", "1",
                      "--batch-size", "128", "--no-export", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 < metrics["test_bits_per_dim"] < 8
+    assert metrics["test_bits_per_dim_uniform"] == pytest.approx(np.log2(17))
+    assert "continuous density" in metrics["about"]
+    # The summary line gives the figure users compare, not a negative NLL.
+    summary = capsys.readouterr().out.strip().splitlines()[-2]
+    assert re.fullmatch(r"glow on digits: test \d\.\d{3} bits/dim \(uniform 4\.087\)",
+                        summary), summary
     assert (out / "samples.png").is_file() and (out / "loss.png").is_file()
 
 
@@ -73,7 +85,6 @@ def _write(tmp_path, name, content):
         t, "odd.npy", np.full((10, 5, 5, 1), 0.5, np.float32))], "even image height"),
     (lambda t: ["train", "--data", _write(t, "big.npy", np.full((10, 4, 4, 1), 3.0, np.float32))], r"pixels in \[0, 1\]"),
     (lambda t: ["train", "--flow", "maf", "--data", "digits"], "models vectors"),
-    (lambda t: ["train", "--epochs", "0"], "--epochs must be >= 1"),
     (lambda t: ["sample", str(t / "none.keras"), "--out", str(t / "s.npy")], "No such model file"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, make_args, match):

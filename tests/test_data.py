@@ -47,11 +47,25 @@ def test_load_csv_and_npy(tmp_path):
     assert data.load_array(tmp_path / "ok.npy").shape == (3, 2)
 
 
+def test_csv_header_is_optional_and_no_row_is_lost(tmp_path):
+    (tmp_path / "plain.csv").write_text("1,2\n3,4\n5,6\n")
+    np.testing.assert_array_equal(data.load_array(tmp_path / "plain.csv"),
+                                  [[1, 2], [3, 4], [5, 6]])
+    # pandas' default header (`df.to_csv(index=False)` of unnamed columns).
+    (tmp_path / "pandas.csv").write_text("0,1\n3,4\n")
+    np.testing.assert_array_equal(data.load_array(tmp_path / "pandas.csv"), [[3, 4]])
+    (tmp_path / "bom.csv").write_text("\ufeffa,b\n1,2\n", encoding="utf-8")
+    np.testing.assert_array_equal(data.load_array(tmp_path / "bom.csv"), [[1, 2]])
+
+
 @pytest.mark.parametrize("name, content, match", [
-    ("words.csv", "a,b\n1,x\n", r"column 'b' is not numeric \(line 2\)"),
-    ("nan.csv", "a,b\n1,2\nnan,3\n1,inf\n", r"2 rows with NaN or Inf \(first at row 1\)"),
+    # Rows counted from 1 everywhere; CSV messages also give the file's line.
+    ("words.csv", "a,b\n1,x\n", r"column 'b' is not numeric \(line 2: 'x'\)"),
+    ("nan.csv", "a,b\n1,2\nnan,3\n1,inf\n", r"2 rows with NaN or Inf \(first: row 2, line 3\)"),
+    ("nohead.csv", "1,2\nnan,3\n", r"1 rows with NaN or Inf \(first: row 2, line 2\)"),
     ("ragged.csv", "a,b\n1,2,3\n", "line 2 has 3 fields"),
-    ("empty.csv", "a,b\n", "header row and at least one data row"),
+    ("empty.csv", "a,b\n", "a header row and no data rows"),
+    ("blank.csv", "\n", "the file is empty"),
     ("x.txt", "1 2\n", "expected a .npy or .csv"),
 ])
 def test_bad_files(tmp_path, name, content, match):
@@ -60,6 +74,14 @@ def test_bad_files(tmp_path, name, content, match):
         data.load_array(tmp_path / name)
     with pytest.raises(ValueError, match="No such file"):
         data.load_array(tmp_path / "missing.csv")
+
+
+def test_npy_rows_are_counted_from_one(tmp_path):
+    x = np.ones((4, 2))
+    x[2, 1] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    with pytest.raises(ValueError, match=r"\(first: row 3\)"):
+        data.load_array(tmp_path / "x.npy")
 
 
 def _idx_bytes(array):

@@ -1,7 +1,11 @@
 """The `Flow` model: saving, the change of variables, sampling, fit, inputs."""
 
+import logging
 import math
 import os
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -89,6 +93,64 @@ def test_keras_round_trip(name, tmp_path):
                                flow.encode(x, **kwargs), atol=1e-6)
     for layer in _actnorms(loaded.flow_layers):
         assert float(layer.initialized.numpy()) == 1.0
+
+
+def test_a_loaded_flow_is_compiled_and_evaluates(tmp_path):
+    # In a new process, as a user loads a flow: `import tfflows` registers the
+    # classes; the load warns of nothing, restores the optimizer, and
+    # `evaluate` works without calling compile() again.
+    flow = tff.models.realnvp(3, num_layers=2, hidden_units=(8,))
+    flow.compile(optimizer=keras.optimizers.Adam(0.005))
+    flow.save(tmp_path / "untrained.keras")
+    flow.fit(_vectors(64), batch_size=16, epochs=1, verbose=0)
+    flow.save(tmp_path / "m.keras")
+    np.save(tmp_path / "x.npy", _vectors(64))
+    code = textwrap.dedent(f"""
+        import warnings
+        warnings.simplefilter("error", UserWarning)
+        import keras, numpy as np
+        import tfflows
+        x = np.load({str(tmp_path / "x.npy")!r})
+        for name in ("untrained", "m"):
+            flow = keras.models.load_model({str(tmp_path)!r} + f"/{{name}}.keras",
+                                           safe_mode=True)
+            result = flow.evaluate(x, verbose=0, return_dict=True)
+            print(name, result["nll"], float(flow.optimizer.learning_rate),
+                  int(flow.optimizer.iterations), flow.steps_per_execution)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                            text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
+    expected = flow.evaluate(_vectors(64), verbose=0, return_dict=True)["nll"]
+    nll, lr, steps, per_execution = lines["m"].split()
+    assert float(nll) == pytest.approx(expected, abs=1e-5)
+    assert float(lr) == pytest.approx(0.005) and int(steps) == 4
+    assert int(per_execution) == 16
+    assert np.isfinite(float(lines["untrained"].split()[0]))
+
+
+def test_no_retracing_warnings_in_normal_use(tmp_path):
+    # Every flow's graph cache shares one Python function; TF's retracing
+    # warning counts traces per function, so five flows used eagerly (or an
+    # image flow exported) once set it off although nothing retraced.
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = tf.get_logger()
+    logger.addHandler(handler)
+    try:
+        for seed in range(6):
+            flow = _perturbed("maf", tf.constant(_vectors(8)))
+            x = _vectors(8 + seed)
+            flow.log_prob(x), flow.encode(x), flow.decode(x), flow.sample(3, seed=seed)
+        glow = _perturbed("glow", tf.constant(_images(4)))
+        tff.export.saved_model(glow, tmp_path / "glow")
+    finally:
+        logger.removeHandler(handler)
+    retracing = [r.getMessage() for r in records if "retracing" in r.getMessage()]
+    assert retracing == []
 
 
 def test_reloaded_actnorm_is_not_reinitialised(tmp_path):

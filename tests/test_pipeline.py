@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -64,6 +65,39 @@ def test_export_command_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("tfflows: error: No such model file") and "\n" not in err
     assert not (tmp_path / "o").exists()
+
+
+def _tree(folder):
+    return sorted(os.path.relpath(os.path.join(d, f), folder)
+                  for d, _, names in os.walk(folder) for f in names)
+
+
+def test_an_export_is_all_or_nothing(pipeline_out, tmp_path, monkeypatch):
+    from tfflows.export import ExportError
+
+    _, first = pipeline_out
+    model = first.parent / "density.keras"
+    out = tmp_path / "out"
+    shutil.copytree(first, out)
+    before = {name: (out / name).read_bytes() for name in _tree(out)}
+
+    def failing_onnx(*args, **kwargs):
+        raise ExportError("simulated ONNX parity failure")
+
+    monkeypatch.setattr(pipeline, "export_onnx", failing_onnx)
+    for target in (out, tmp_path / "fresh"):
+        assert cli.main(["export", str(model), "--out", str(target)]) == 1
+    # The failed runs added no version, left no half-written folder.
+    assert {name: (out / name).read_bytes() for name in _tree(out)} == before
+    assert not (tmp_path / "fresh").exists()
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+    monkeypatch.undo()
+    summary = pipeline.run(model, out)
+    assert sorted(os.listdir(out / "models" / "density")) == ["1", "2"]
+    assert summary["version"] == 2 and summary["saved_model"] == os.path.join(
+        "models", "density", "2")
+    assert json.loads((out / "export.json").read_text()) == json.loads(json.dumps(summary))
+    assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
 def test_rest_and_grpc_bodies_carry_the_same_values():

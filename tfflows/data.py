@@ -1,7 +1,7 @@
 """Datasets that ship with the install, user files, and fixed splits.
 
 Generated 2-D toys (two moons, circles), sklearn's digits, and loaders for
-user data: `.npy`, `.csv` (a header row, numeric columns only) and IDX files
+user data: `.npy`, `.csv` (numeric columns, an optional header row) and IDX files
 (the MNIST / Fashion-MNIST format, gzipped or not). Loaders reject bad data
 with a `ValueError` that names the problem.
 """
@@ -34,30 +34,15 @@ def circles(num_samples=4096, noise=0.05, factor=0.5, seed=0):
     return x.astype(np.float32)
 
 
-def _check_finite_rows(x, path):
+def _check_finite_rows(x, path, first_line=None):
+    """Rows are numbered from 1 in every message; CSV rows also by line."""
     bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
     if bad.any():
+        row = int(np.argmax(bad))
+        where = f"row {row + 1}" + ("" if first_line is None
+                                    else f", line {row + first_line}")
         raise ValueError(f"{path}: {int(bad.sum())} rows with NaN or Inf "
-                         f"(first at row {int(np.argmax(bad))})")
-
-
-def _read_csv(path):
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 2:
-        raise ValueError(f"{path}: expected a header row and at least one data row")
-    header, values = rows[0], []
-    for line, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise ValueError(f"{path}: line {line} has {len(row)} fields, the "
-                             f"header has {len(header)}")
-        try:
-            values.append([float(v) for v in row])
-        except ValueError:
-            column = next(h for h, v in zip(header, row) if not _is_number(v))
-            raise ValueError(f"{path}: column {column!r} is not numeric "
-                             f"(line {line})") from None
-    return np.asarray(values)
+                         f"(first: {where})")
 
 
 def _is_number(text):
@@ -68,10 +53,50 @@ def _is_number(text):
         return False
 
 
+def _is_header(row):
+    """A first row is a header unless every field is a number; `0,1,...,n-1`
+    (pandas' default column names) is a header too."""
+    if not all(_is_number(v) for v in row):
+        return True
+    return [v.strip() for v in row] == [str(i) for i in range(len(row))]
+
+
+def _read_csv(path):
+    """`(rows, line of the first data row)`; the header row is optional."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = [row for row in csv.reader(f)]
+    while rows and not any(v.strip() for v in rows[-1]):
+        rows.pop()  # trailing blank lines
+    if not rows:
+        raise ValueError(f"{path}: the file is empty")
+    header = rows[0] if _is_header(rows[0]) else None
+    first_line = 2 if header is not None else 1
+    body = rows[first_line - 1:]
+    if not body:
+        raise ValueError(f"{path}: a header row and no data rows")
+    width = len(rows[0])
+    values = []
+    for line, row in enumerate(body, start=first_line):
+        if len(row) != width:
+            raise ValueError(f"{path}: line {line} has {len(row)} fields, the "
+                             f"first row has {width}")
+        try:
+            values.append([float(v) for v in row])
+        except ValueError:
+            column = next(i for i, v in enumerate(row) if not _is_number(v))
+            name = repr(header[column]) if header is not None else column + 1
+            raise ValueError(f"{path}: column {name} is not numeric "
+                             f"(line {line}: {row[column]!r})") from None
+    return np.asarray(values), first_line
+
+
 def load_array(path):
     """Loads a `.npy` or `.csv` file as float32 rows, checked.
 
-    CSV files have a header row and numeric columns only. Raises
+    CSV files have numeric columns only and an optional header row: a first
+    row of numbers is data, except `0,1,...,n-1` (pandas' default column
+    names), which is a header. Messages number rows from 1 (and CSV lines
+    too). Raises
     `ValueError` for a missing file, another extension, a non-numeric
     column, an empty file, or rows with NaN or Inf.
     """
@@ -87,12 +112,12 @@ def load_array(path):
         if not np.issubdtype(x.dtype, np.number):
             raise ValueError(f"{path}: not numeric (dtype {x.dtype})")
     elif ext == ".csv":
-        x = _read_csv(path)
+        x, first_line = _read_csv(path)
     else:
         raise ValueError(f"{path}: expected a .npy or .csv file")
     if x.ndim < 2 or len(x) == 0:
         raise ValueError(f"{path}: expected rows of examples, got shape {x.shape}")
-    _check_finite_rows(x, path)
+    _check_finite_rows(x, path, first_line if ext == ".csv" else None)
     return x.astype(np.float32)
 
 

@@ -63,8 +63,13 @@ def _as_graph_when_eager(method):
         functions = self.__dict__.setdefault("_graph_functions", {})
         if key not in functions:
             run = lambda *t: method(self, **static, **dict(zip(names, t)))
-            functions[key] = tf.function(run, input_signature=specs,
-                                         autograph=False)
+            function = tf.function(run, input_signature=specs, autograph=False)
+            # Each function is traced once, for its own signature. TF's
+            # frequent-retracing warning counts traces per Python code object,
+            # and every entry of every flow's cache shares `run`'s: it would
+            # warn of "retracing" that is this cache filling up.
+            function._omit_frequent_tracing_warning = True
+            functions[key] = function
         return functions[key](*tensors)
 
     return wrapper
@@ -308,6 +313,9 @@ class Flow(keras.Model):
         if kwargs.get("loss") is not None:
             raise ValueError("Flow.compile takes no loss: a flow is trained "
                              "by maximum likelihood (its NLL is the loss)")
+        # Saved as given, so a reloaded flow decides "auto" on its new host.
+        requested = {"jit_compile": jit_compile,
+                     "steps_per_execution": steps_per_execution}
         # Under a strategy with several replicas both stay at Keras's
         # defaults: XLA cannot reach the replicas' variables on other devices
         # and Keras's multi-step loop fails there (TF 2.21, Keras 3.15).
@@ -321,6 +329,28 @@ class Flow(keras.Model):
             steps_per_execution = AUTO_STEPS_PER_EXECUTION if single else 1
         super().compile(optimizer=optimizer, jit_compile=jit_compile,
                         steps_per_execution=steps_per_execution, **kwargs)
+        self._requested_compile = requested
+        # A flow is built from the start, so its optimizer can be too: a
+        # compiled flow saved before training then reloads with an optimizer
+        # of the same variables (no "Skipping variable loading" warning).
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def get_compile_config(self):
+        """What `compile` was given (optimizer state is saved with the
+        weights), so `keras.models.load_model` returns a compiled flow."""
+        config = super().get_compile_config()
+        if config:
+            config.update(getattr(self, "_requested_compile", {}))
+            for unused in ("loss", "loss_weights"):
+                config.pop(unused, None)
+        return config
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        for unused in ("loss", "loss_weights"):  # files written before 0.2
+            config.pop(unused, None)
+        self.compile(**config)
 
     def call(self, inputs, training=None):
         x, context = self._split_inputs(inputs)

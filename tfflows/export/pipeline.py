@@ -7,23 +7,30 @@ Layout written under `out_dir`:
     onnx/<name>/<signature>.onnx log_prob, encode, decode
     requests/<signature>.rest.json   REST predict bodies (columnar "inputs")
     requests/<signature>.grpc.json   gRPC PredictRequest in protobuf JSON
-    export.json                  what was written and the parity figures
+    export.json                  what was written (paths relative to
+                                 `out_dir`) and the parity figures
+
+An export is all or nothing: everything is built and checked in a staging
+folder beside `out_dir` and moved in only when every check passed, the new
+version folder last (TF Serving serves a version as soon as its folder
+appears). A failed export leaves `out_dir` as it was.
 
 `python export/pipeline.py MODEL.keras OUT` and `tfflows export` run this.
 """
 
 import json
 import os
+import shutil
+import tempfile
 
-import keras
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
 
+from tfflows import files
 from tfflows.export.onnx import onnx as export_onnx
-from tfflows.export.saved_model import LOG_PROB_ATOL, _export
+from tfflows.export.saved_model import LOG_PROB_ATOL, _export, next_version, publish
 from tfflows.export.signatures import SIGNATURES, probe_inputs
-from tfflows.flow import Flow
 
 __all__ = ["run", "request_inputs", "rest_body", "grpc_body", "models_config"]
 
@@ -82,6 +89,10 @@ def models_config(model_name, base_path):
 def run(model_path, out_dir, name=None, serving_root="/models"):
     """Exports a saved `.keras` flow; returns the summary written to export.json.
 
+    Each run adds the next model version (`models/<name>/<N>/`) and replaces
+    the ONNX models, request bodies, `models.config` and `export.json` with
+    those of the new version. Paths in the summary are relative to `out_dir`.
+
     Args:
       model_path: a `.keras` file holding a `tfflows.Flow`.
       out_dir: output folder (created).
@@ -90,37 +101,69 @@ def run(model_path, out_dir, name=None, serving_root="/models"):
         container, for `models.config`.
 
     Raises:
-      ValueError: a missing file or a model that is not a Flow.
+      ValueError: a missing, broken or non-Flow model file, or `out_dir` is a file.
       ExportError: an exported model differs from the Keras flow.
     """
-    model_path = os.fspath(model_path)
-    if not os.path.isfile(model_path):
-        raise ValueError(f"No such model file: {model_path}")
-    flow = keras.models.load_model(model_path, safe_mode=True)
-    if not isinstance(flow, Flow):
-        raise ValueError(f"{model_path} holds a {type(flow).__name__}, not a tfflows.Flow")
-    name = name or os.path.splitext(os.path.basename(model_path))[0]
-    models_dir = os.path.join(out_dir, "models")
-    # The export's own check gives the parity figures: no second reload.
-    version_dir, parity = _export(flow, os.path.join(models_dir, name), None,
-                                  False, LOG_PROB_ATOL)
-    onnx_results = export_onnx(version_dir, os.path.join(out_dir, "onnx", name))
-    with open(os.path.join(models_dir, "models.config"), "w") as f:
-        f.write(models_config(name, f"{serving_root}/{name}"))
-    requests_dir = os.path.join(out_dir, "requests")
-    os.makedirs(requests_dir, exist_ok=True)
-    for signature in SIGNATURES:
-        inputs = request_inputs(flow, signature)
-        for kind, body in (("rest", rest_body(signature, inputs)),
-                           ("grpc", grpc_body(name, signature, inputs))):
-            with open(os.path.join(requests_dir, f"{signature}.{kind}.json"), "w") as f:
-                json.dump(body, f, indent=1)
-    summary = {
-        "model": name, "saved_model": version_dir,
-        "saved_model_max_abs_diff": parity,
-        "onnx": {k: {"path": p, "max_abs_diff": d} for k, (p, d) in onnx_results.items()},
-        "requests": requests_dir,
-    }
-    with open(os.path.join(out_dir, "export.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    flow = files.load_flow(model_path)
+    name = name or os.path.splitext(os.path.basename(os.fspath(model_path)))[0]
+    out_dir = os.fspath(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"out_dir must be a folder; {out_dir!r} is a file")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    model_dir = os.path.join("models", name)
+    existing = os.path.join(out_dir, model_dir)
+    version = next_version(existing) if os.path.isdir(existing) else 1
+    version_dir = os.path.join(model_dir, str(version))
+    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        # The export's own check gives the parity figures: no second reload.
+        _, parity = _export(flow, os.path.join(staging, model_dir), version,
+                            False, LOG_PROB_ATOL)
+        onnx_dir = os.path.join("onnx", name)
+        onnx_results = export_onnx(os.path.join(staging, version_dir),
+                                   os.path.join(staging, onnx_dir),
+                                   probe=probe_inputs(flow))
+        with open(os.path.join(staging, "models", "models.config"), "w") as f:
+            f.write(models_config(name, f"{serving_root}/{name}"))
+        os.makedirs(os.path.join(staging, "requests"))
+        for signature in SIGNATURES:
+            inputs = request_inputs(flow, signature)
+            for kind, body in (("rest", rest_body(signature, inputs)),
+                               ("grpc", grpc_body(name, signature, inputs))):
+                with open(os.path.join(staging, "requests",
+                                       f"{signature}.{kind}.json"), "w") as f:
+                    json.dump(body, f, indent=1)
+        summary = {
+            "model": name, "version": version, "saved_model": version_dir,
+            "saved_model_max_abs_diff": parity,
+            "onnx": {k: {"path": os.path.join(onnx_dir, os.path.basename(p)),
+                         "max_abs_diff": d} for k, (p, d) in onnx_results.items()},
+            "requests": "requests",
+        }
+        with open(os.path.join(staging, "export.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        _move_in(staging, out_dir, [onnx_dir, "requests",
+                                    os.path.join("models", "models.config"),
+                                    "export.json"], version_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return summary
+
+
+def _move_in(staging, out_dir, parts, version_dir):
+    """Moves a checked export from `staging` into `out_dir`: `parts` replace
+    what was there, the new version folder comes last."""
+    if not os.path.exists(out_dir):
+        os.replace(staging, out_dir)  # one rename: all or nothing
+        return
+    for part in parts:
+        target = os.path.join(out_dir, part)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if os.path.isdir(target):
+            publish(os.path.join(staging, part), target)
+        else:
+            os.replace(os.path.join(staging, part), target)
+    target = os.path.join(out_dir, version_dir)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.replace(os.path.join(staging, version_dir), target)

@@ -12,7 +12,7 @@ import tensorflow as tf
 from tfflows.export.signatures import build_endpoints, probe_inputs
 from tfflows.flow import Flow
 
-__all__ = ["saved_model", "check_saved_model", "publish", "ExportError"]
+__all__ = ["saved_model", "check_saved_model", "publish", "next_version", "ExportError"]
 
 LOG_PROB_ATOL = 1e-5
 # float32 resolves about 1 part in 1e7: a log-density of an image (hundreds
@@ -31,7 +31,8 @@ def publish(staged, target):
     os.replace(staged, target)
 
 
-def _next_version(base_dir):
+def next_version(base_dir):
+    """The next free version number in a TF Serving model folder."""
     versions = [int(n) for n in os.listdir(base_dir) if re.fullmatch(r"\d+", n)]
     return max(versions, default=0) + 1
 
@@ -64,11 +65,10 @@ def check_saved_model(flow, path, probe=None, atol=LOG_PROB_ATOL):
     n = len(probe["x"])
     sample_args = dict(num_samples=tf.constant(n), temperature=tf.constant(0.7),
                        seed=tf.constant(7), **ctx)
-    # The Keras side runs as a graph too, as the SavedModel does: the check
-    # is then about the export, not about eager vs graph round-off.
-    graph = lambda fn: tf.function(fn)
-    log_prob, encode, decode = (graph(flow.log_prob), graph(flow.encode),
-                                graph(flow.decode))
+    # The Keras side runs as a graph too (Flow's methods called eagerly run
+    # as cached graphs), as the SavedModel does: the check is then about the
+    # export, not about eager vs graph round-off.
+    log_prob, encode, decode = flow.log_prob, flow.encode, flow.decode
     checks = {
         "serving_default": (lambda: loaded.signatures["serving_default"](x=x, **ctx)["log_prob"],
                             lambda: log_prob(x, context)),
@@ -139,7 +139,7 @@ def _export(flow, base_dir, version, overwrite, atol):
         raise ValueError(f"base_dir must be a folder; {base_dir!r} is a file")
     os.makedirs(base_dir, exist_ok=True)
     if version is None:
-        version = _next_version(base_dir)
+        version = next_version(base_dir)
     if not isinstance(version, int) or version < 1:
         raise ValueError(f"version must be a positive integer. Received: version={version!r}")
     target = os.path.join(base_dir, str(version))

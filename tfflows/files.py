@@ -1,0 +1,117 @@
+"""Users' files: model files checked before Keras reads them, outputs that are
+never half-written and never written onto an input.
+
+    flow = files.load_flow("moons.keras")      # ValueError naming the problem
+    with files.atomic_output("s.npy") as tmp:  # refuses an existing file
+        np.save(tmp, samples)                  # s.npy appears only when complete
+"""
+
+import contextlib
+import os
+import tempfile
+import zipfile
+
+__all__ = ["load_flow", "check_output", "atomic_output", "same_file"]
+
+# What Keras 3 writes into every `.keras` archive.
+_KERAS_ARCHIVE_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
+
+
+def _one_line(err):
+    text = " ".join(str(err).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _check_keras_archive(path):
+    """Raises ValueError unless `path` is a whole, uncorrupted `.keras` zip."""
+    if not os.path.isfile(path):
+        raise ValueError(f"No such model file: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a .keras model file: it is not a zip "
+                         "archive (truncated or corrupted?)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as err:
+        raise ValueError(f"{path} is a corrupted .keras file ({_one_line(err)})") from None
+    if bad is not None:
+        raise ValueError(f"{path} is a corrupted .keras file: {bad} fails its "
+                         "checksum")
+    missing = [m for m in _KERAS_ARCHIVE_MEMBERS if m not in names]
+    if missing:
+        raise ValueError(f"{path} is not a .keras model file: it has no "
+                         f"{', '.join(missing)}")
+
+
+def load_flow(path, safe_mode=True):
+    """Loads a `tfflows.Flow` from a `.keras` file, checked first.
+
+    Raises a `ValueError` that names the file and the problem (missing,
+    truncated, corrupted, not a Keras archive, not a Flow, refused by
+    `safe_mode`) instead of the zip, HDF5 or deserialization error beneath.
+    """
+    import keras
+
+    from tfflows.flow import Flow
+
+    path = os.fspath(path)
+    _check_keras_archive(path)
+    try:
+        model = keras.models.load_model(path, safe_mode=safe_mode)
+    except Exception as err:  # Keras, h5py and zipfile raise many types
+        raise ValueError(f"{path}: cannot load the model ({type(err).__name__}: "
+                         f"{_one_line(err)})") from err
+    if not isinstance(model, Flow):
+        raise ValueError(f"{path} holds a {type(model).__name__}, not a tfflows.Flow")
+    return model
+
+
+def same_file(a, b):
+    """Whether two paths name one file (an existing file, or the same path)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def check_output(path, overwrite=False, inputs=()):
+    """Raises ValueError unless `path` can be written as a new output file.
+
+    The folder must exist; an existing file is refused unless `overwrite`;
+    one of `inputs` is always refused.
+    """
+    path = os.fspath(path)
+    for source in inputs:
+        if source is not None and same_file(path, source):
+            raise ValueError(f"{path} is also an input: choose another output file")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"Cannot write {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"Cannot write {path}: folder {folder} is not writable")
+    if os.path.isdir(path):
+        raise ValueError(f"Cannot write {path}: it is a folder")
+    if os.path.exists(path) and not overwrite:
+        raise ValueError(f"{path} exists; pass --overwrite to replace it")
+
+
+@contextlib.contextmanager
+def atomic_output(path, overwrite=False, inputs=()):
+    """Yields a temporary path beside `path`, renamed to `path` on success.
+
+    The caller writes the whole file to the yielded path; if the block raises
+    (or the process dies), `path` is untouched and the temporary is removed.
+    """
+    path = os.fspath(path)
+    check_output(path, overwrite, inputs)
+    folder, name = os.path.split(os.path.abspath(path))
+    handle, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=os.path.splitext(name)[1],
+                                   dir=folder)
+    os.close(handle)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
