@@ -36,10 +36,10 @@ def _load_data(spec, seed):
     if x.ndim == 4:
         if x.min() < 0 or x.max() > 1:
             raise CommandError(f"{spec}: images must be pixels in [0, 1]; found "
-                             f"values in [{x.min():g}, {x.max():g}]")
+                               f"values in [{x.min():g}, {x.max():g}]")
         return x, 256
     raise CommandError(f"{spec}: expected [N, D] vectors or [N, H, W, C] images; "
-                     f"got shape {x.shape}")
+                       f"got shape {x.shape}")
 
 
 def _build(flow, x, num_bins, num_layers):
@@ -111,7 +111,8 @@ def _publish_run(staging, out):
     """Moves a finished run into `out`, replacing what was there."""
     old = None
     if os.path.exists(out):
-        old = tempfile.mkdtemp(prefix=".tfflows-old-", dir=os.path.dirname(os.path.abspath(out)))
+        parent = os.path.dirname(os.path.abspath(out))
+        old = tempfile.mkdtemp(prefix=".tfflows-old-", dir=parent)
         os.replace(out, os.path.join(old, "run"))
     os.replace(staging, out)
     if old is not None:
