@@ -14,7 +14,10 @@ def knots(raw, bound, min_size):
     """Knot positions `[..., K+1]` from raw sizes `[..., K]`: `-B` to `B`,
     each bin at least `2 B min_size` wide. The ends are set exactly."""
     bins = raw.shape[-1]
-    sizes = min_size + (1. - min_size * bins) * tf.nn.softmax(raw, axis=-1)
+    # softmax by hand: tf.nn.softmax's oneDNN kernel takes rank <= 5 only.
+    exp = tf.exp(raw - tf.reduce_max(raw, axis=-1, keepdims=True))
+    shares = exp / tf.reduce_sum(exp, axis=-1, keepdims=True)
+    sizes = min_size + (1. - min_size * bins) * shares
     inner = 2. * bound * tf.cumsum(sizes[..., :-1], axis=-1) - bound
     edge = tf.ones_like(raw[..., :1]) * bound
     return tf.concat([-edge, inner, edge], axis=-1)
