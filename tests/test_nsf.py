@@ -159,3 +159,20 @@ def test_transformer_arguments_are_checked():
     assert L.Coupling.from_config(config).transformer == layer.transformer
     layer.build((None, 4))
     assert layer.network.get_config()["num_params"] == 14
+
+
+@pytest.mark.parametrize("cls, args, shape", [
+    (tff.nn.CouplingMLP, dict(output_size=3, hidden_units=(8,)), (5, 2)),
+    (tff.nn.CouplingConvNet, dict(output_channels=2, hidden_channels=4), (5, 4, 4, 1)),
+], ids=["mlp", "conv"])
+def test_stacked_networks_give_the_tuple_outputs_stacked(cls, args, shape):
+    """Coupling layers use stacked networks; the weights and their layout
+    (parameter-major output units) are those of the tuple form, so the
+    .keras files of affine layers still load (tests/test_legacy_files.py)."""
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    as_tuple, stacked = cls(num_params=3, **args), cls(num_params=3, stacked=True, **args)
+    as_tuple(x), stacked(x)
+    perturb(as_tuple, scale=0.3)
+    stacked.set_weights(as_tuple.get_weights())
+    np.testing.assert_allclose(stacked(x), tf.stack(as_tuple(x), axis=-1), atol=1e-6)
+    assert stacked.get_config()["stacked"] is True

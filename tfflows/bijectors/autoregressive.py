@@ -54,6 +54,8 @@ class Autoregressive(FlowBijector):
         `tfflows.nn.MADE.step_fn`). Needs `event_size`.
       validate_args: check inputs are finite.
       name: bijector name.
+      parameters: for subclasses, their own `dict(locals())` (TFP's
+        `parameters`); None records this constructor's arguments.
     """
 
     def __init__(self, conditioner, transformer="affine", event_size=None,

@@ -47,6 +47,8 @@ class Coupling(FlowBijector):
       flip: swap which part conditions.
       validate_args: check inputs are finite.
       name: bijector name.
+      parameters: for subclasses, their own `dict(locals())` (TFP's
+        `parameters`); None records this constructor's arguments.
 
     Example:
       >>> import tensorflow as tf, tfflows as tff

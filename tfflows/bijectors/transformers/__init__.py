@@ -37,11 +37,11 @@ def get(identifier, **kwargs):
     Raises:
       ValueError: on an unknown name, or kwargs with an instance.
     """
+    if isinstance(identifier, (Transformer, dict)) and kwargs:
+        raise ValueError("Keyword arguments only apply to a transformer "
+                         f"given by name. Received: {identifier!r} and "
+                         f"{sorted(kwargs)}")
     if isinstance(identifier, Transformer):
-        if kwargs:
-            raise ValueError("Keyword arguments only apply to a transformer "
-                             f"given by name. Received: {identifier!r} and "
-                             f"{sorted(kwargs)}")
         return identifier
     if isinstance(identifier, dict):
         return deserialize(identifier)
