@@ -176,3 +176,11 @@ def test_stacked_networks_give_the_tuple_outputs_stacked(cls, args, shape):
     stacked.set_weights(as_tuple.get_weights())
     np.testing.assert_allclose(stacked(x), tf.stack(as_tuple(x), axis=-1), atol=1e-6)
     assert stacked.get_config()["stacked"] is True
+
+
+def test_spline_couplings_ask_for_xla_on_cpu():
+    """Splines are many small elementwise ops: XLA halves a training step on
+    CPU even with dense networks (figures in transformers/spline.py)."""
+    assert L.Coupling("spline").xla_on_cpu is True
+    assert L.Coupling("affine").xla_on_cpu is False
+    assert L.MaskedAutoregressive(transformer="spline").xla_on_cpu is True

@@ -61,7 +61,10 @@ class Coupling(FlowLayer):
     @property
     def xla_on_cpu(self):
         """Convolutional networks (images) gain from XLA; dense ones (vectors)
-        lose to TensorFlow's oneDNN matmuls (`FlowLayer.xla_on_cpu`)."""
+        lose to TensorFlow's oneDNN matmuls (`FlowLayer.xla_on_cpu`), unless
+        the transformer gains from XLA itself (splines)."""
+        if self._transformer.xla_on_cpu:
+            return True
         if self.network is None:  # not built: the mask tells images apart
             return self.mask != "half"
         return isinstance(self.network, nn.CouplingConvNet)

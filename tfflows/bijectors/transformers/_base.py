@@ -33,6 +33,10 @@ class Transformer:
 
     name = None
     is_constant_jacobian = False
+    # True if the transformer's many small elementwise ops make XLA pay on a
+    # CPU-only host whatever the network (read by the layers'
+    # `xla_on_cpu`); None leaves the choice to the network.
+    xla_on_cpu = None
 
     @property
     def num_params(self):

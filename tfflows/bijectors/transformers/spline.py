@@ -62,6 +62,9 @@ class RationalQuadraticSpline(Transformer):
     """
 
     name = "spline"
+    # Training NSF-C / NSF-AR (2-D, 3 layers of 32 x 32, batch 128) on 2 CPU
+    # cores: 7.7 / 8.0 ms per step with XLA, 14.9 / 18.5 without.
+    xla_on_cpu = True
 
     def __init__(self, bins=8, tail_bound=3.0, min_bin_width=1e-3,
                  min_bin_height=1e-3, min_derivative=1e-3):
