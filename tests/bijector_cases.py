@@ -1,17 +1,28 @@
-"""The registry of bijectors that go through the shared contract harness.
+"""The one registry of bijectors that go through the shared contract harness.
 
-One entry per configuration: a factory `dtype -> Case`. Adding a bijector to
-the suite is adding one line to `CASES`.
+`CASES` maps a name to an `Entry`: `make(dtype) -> Case` (a bijector, a batch
+in its forward domain, its event rank, the variables that must get
+gradients). Entries made by `layer(...)` also carry the Keras layer that
+produces the bijector, its event shape and data domain, for the layer tests
+(tests/test_layers.py); their bijector goes through the harness like any
+other. Adding a bijector is one line in `CASES`; adding a transformer is one
+line in `TRANSFORMERS`, which gives it a coupling (vector and image), an
+autoregressive bijector and both layers.
 """
 
 import dataclasses
 import math
+from typing import Callable, Optional
 
+import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 import tfflows as tff
+from tfflows import layers as L
+from tfflows.bijectors import transformers as T
+from tfflows.layers.base import bound
 
 tfb = tfp.bijectors
 BATCH = 4
@@ -25,19 +36,33 @@ class Case:
     variables: tuple = ()
 
 
+@dataclasses.dataclass
+class Entry:
+    """A registry entry: `make(dtype) -> Case`, and for layer entries the
+    layer factory (`layer(dtype=None)`), its event shape and data domain.
+    `dtypes` are the ones the harness runs (both unless narrowed)."""
+    make: Callable
+    layer: Optional[Callable] = None
+    shape: tuple = ()
+    domain: str = "real"
+    dtypes: tuple = (tf.float32, tf.float64)
+
+
 class RandomConditioner(tf.Module):
     """A random two-layer tanh network from one event shape to another.
 
     Returns `num_params` tensors shaped `[..., *out_shape]` (a tensor if 1),
-    with weights of a realistic scale so log-scales are O(1).
+    or with `stacked=True` one tensor `[..., *out_shape, num_params]`, with
+    weights of a realistic scale so log-scales are O(1).
     """
 
     def __init__(self, in_shape, out_shape, num_params, dtype, seed=0,
-                 hidden=16, out_scale=0.5):
+                 hidden=16, out_scale=0.5, stacked=False):
         super().__init__()
         rng = np.random.default_rng(seed)
         self.in_shape, self.out_shape = list(in_shape), list(out_shape)
         self.num_params = num_params
+        self.stacked = stacked
         n_in, n_out = math.prod(in_shape), math.prod(out_shape) * num_params
         self.w1 = tf.Variable(rng.normal(0, 1 / math.sqrt(n_in), (n_in, hidden)),
                               dtype=dtype, name="w1")
@@ -52,6 +77,8 @@ class RandomConditioner(tf.Module):
         h = tf.tanh(tf.reshape(x, [-1, self.w1.shape[0]]) @ self.w1 + self.b1)
         out = tf.reshape(h @ self.w2 + self.b2,
                          tf.concat([batch, self.out_shape + [self.num_params]], 0))
+        if self.stacked:
+            return out
         params = tf.unstack(out, self.num_params, axis=-1)
         return params[0] if self.num_params == 1 else tuple(params)
 
@@ -62,15 +89,82 @@ def _normal(shape, dtype, seed=1, scale=1.0):
 
 
 def coupling(cls, event_shape, mask="half", **kwargs):
+    """NICE's or RealNVP's coupling with a random conditioner."""
     def factory(dtype):
         probe = tff.bijectors.masks.make_mask(
             mask, event_shape, kwargs.get("num_masked"), kwargs.get("flip", False))
-        x_a, _ = probe.split(tf.zeros([1] + list(event_shape), dtype))
         num_params = 2 if cls is tff.bijectors.AffineCoupling else 1
-        net = RandomConditioner(x_a.shape[1:], probe.transformed_shape,
-                                num_params, dtype)
+        net = RandomConditioner(probe.conditioner_input_shape,
+                                probe.transformed_shape, num_params, dtype)
         return Case(cls(net, event_shape, mask=mask, **kwargs),
                     _normal(event_shape, dtype), len(event_shape),
+                    net.trainable_variables)
+    return factory
+
+
+def transformer_coupling(make_transformer, event_shape, mask="half", **kwargs):
+    """The generic `Coupling` with a transformer and a random conditioner."""
+    def factory(dtype):
+        transformer = make_transformer()
+        probe = tff.bijectors.masks.make_mask(
+            mask, event_shape, kwargs.get("num_masked"), kwargs.get("flip", False))
+        net = RandomConditioner(probe.conditioner_input_shape,
+                                probe.transformed_shape, transformer.num_params,
+                                dtype, stacked=True)
+        bijector = tff.bijectors.Coupling(net, event_shape, transformer,
+                                          mask=mask, **kwargs)
+        return Case(bijector, _normal(event_shape, dtype), len(event_shape),
+                    net.trainable_variables)
+    return factory
+
+
+def _random_made(event_size, num_params, dtype, input_order="natural"):
+    made = tff.nn.MADE(event_size, num_params=num_params, hidden_units=(16, 16),
+                       input_order=input_order, activation="tanh", seed=5,
+                       dtype=dtype.name)
+    made.build((None, event_size))
+    rng = np.random.default_rng(6)
+    # Random output weights: a fresh MADE is the identity, which would
+    # make the log-det checks vacuous.
+    made.set_weights([rng.normal(0, 0.3, w.shape) for w in made.get_weights()])
+    return made
+
+
+def masked_autoregressive(event_size, iaf=False, input_order="natural"):
+    """MAF / IAF with the pair-returning network of today's signature."""
+    def factory(dtype):
+        made = _random_made(event_size, 2, dtype, input_order)
+        bij = tff.bijectors.MaskedAutoregressive(
+            lambda x: tuple(tf.unstack(made(x), axis=-1)),
+            event_size=event_size, iaf=iaf)
+        return Case(bij, _normal([event_size], dtype), 1,
+                    tuple(v.value for v in made.trainable_variables))
+    return factory
+
+
+def autoregressive(make_transformer, event_size, iaf=False, stepwise=False):
+    """The generic `Autoregressive` over a random MADE: the sequential
+    direction by `tf.while_loop`, or by `MADE.step_fn` with `stepwise`."""
+    def factory(dtype):
+        transformer = make_transformer()
+        made = _random_made(event_size, transformer.num_params, dtype, "random")
+        bij = tff.bijectors.Autoregressive(
+            made, transformer, event_size=event_size, iaf=iaf,
+            make_step_fn=made.step_fn if stepwise else None)
+        return Case(bij, _normal([event_size], dtype), 1,
+                    tuple(v.value for v in made.trainable_variables))
+    return factory
+
+
+def factor_out(event_shape, kept):
+    """`FactorOut` around an affine channel coupling on the kept channels."""
+    def factory(dtype):
+        inner_shape = list(event_shape[:-1]) + [kept]
+        half = list(event_shape[:-1]) + [kept // 2]
+        net = RandomConditioner(half, half, 2, dtype, seed=8)
+        inner = tff.bijectors.AffineCoupling(net, inner_shape, mask="channel")
+        bij = tff.bijectors.FactorOut(inner, kept, event_ndims=len(event_shape))
+        return Case(bij, _normal(event_shape, dtype), len(event_shape),
                     net.trainable_variables)
     return factory
 
@@ -103,24 +197,6 @@ def conv1x1(event_shape):
     return factory
 
 
-def masked_autoregressive(event_size, iaf=False, input_order="natural"):
-    def factory(dtype):
-        made = tff.nn.MADE(event_size, num_params=2, hidden_units=(16, 16),
-                           input_order=input_order, activation="tanh", seed=5,
-                           dtype=dtype.name)
-        made.build((None, event_size))
-        rng = np.random.default_rng(6)
-        # Random output weights: a fresh MADE is the identity, which would
-        # make the log-det checks vacuous.
-        made.set_weights([rng.normal(0, 0.3, w.shape) for w in made.get_weights()])
-        bij = tff.bijectors.MaskedAutoregressive(
-            lambda x: tuple(tf.unstack(made(x), axis=-1)),
-            event_size=event_size, iaf=iaf)
-        return Case(bij, _normal([event_size], dtype), 1,
-                    tuple(v.value for v in made.trainable_variables))
-    return factory
-
-
 def squeeze(event_shape):
     return lambda dtype: Case(tff.bijectors.Squeeze(), _normal(event_shape, dtype), 3)
 
@@ -146,27 +222,131 @@ def nice_scale(size):
     return factory
 
 
+# -- layers: their bijector, bound to random weights, joins the registry -------
+def layer_data(shape, domain, batch=6, seed=0, dtype=tf.float32):
+    """A data-side batch for a layer: N(0.3, 1.2^2), or U(0.05, 0.95)."""
+    rng = np.random.default_rng(seed)
+    if domain == "unit":
+        values = rng.uniform(0.05, 0.95, (batch,) + tuple(shape))
+    else:
+        values = rng.normal(0.3, 1.2, (batch,) + tuple(shape))
+    return tf.constant(values, dtype)
+
+
+def built_layer(entry, dtype=tf.float32, random_weights=True):
+    """The entry's layer, built for `[None, *shape]`, weights perturbed
+    (fresh couplings are the identity, which would make checks vacuous).
+    Seeded: the same weights on every run."""
+    keras.utils.set_random_seed(0)
+    layer = entry.layer(dtype=dtype.name)
+    layer.build((None,) + entry.shape)
+    if random_weights:
+        rng = np.random.default_rng(0)
+        for w in layer.trainable_weights:
+            w.assign(w.numpy() + 0.1 * rng.standard_normal(w.shape).astype(w.dtype))
+    return layer
+
+
+def layer(factory, shape, domain="real", dtypes=(tf.float32, tf.float64)):
+    """A layer entry: `factory(**kwargs)` makes the layer (kwargs: dtype)."""
+    def make(dtype):
+        entry = Entry(None, factory, shape, domain)
+        built = built_layer(entry, dtype)
+        bijector = built.bijector
+        data = layer_data(shape, domain, batch=BATCH, dtype=dtype)
+        x = tf.constant(bijector.inverse(data).numpy())  # the latent side
+        return Case(bijector, x, len(shape),
+                    tuple(bound(w) for w in built.trainable_weights))
+    return Entry(make, factory, tuple(shape), domain, tuple(dtypes))
+
+
+def layer32(factory, shape, domain="real"):
+    return layer(factory, shape, domain, dtypes=(tf.float32,))
+
+
+# -- the registry ----------------------------------------------------------------
+TRANSFORMERS = {  # one line per transformer
+    "additive": T.Additive,
+    "affine": T.Affine,
+    "spline": lambda: T.RationalQuadraticSpline(bins=4, tail_bound=2.0),
+}
+
+
+def _transformer_entries(name, make):
+    """A transformer's four entries: a vector coupling and an autoregressive
+    bijector (its sequential direction by `tf.while_loop`) at the bijector
+    level; an image coupling layer and an autoregressive layer (sequential
+    direction by `MADE.step_fn`)."""
+    config = T.serialize(make())
+    return {
+        f"coupling_{name}": Entry(transformer_coupling(make, [5], num_masked=2,
+                                                       flip=True)),
+        f"autoregressive_{name}": Entry(autoregressive(make, 3)),
+        f"layer_coupling_{name}_channel": layer(lambda **kw: L.Coupling(
+            config, mask="channel", hidden_channels=8, **kw), (2, 2, 2)),
+        f"layer_autoregressive_{name}": layer(lambda **kw: L.MaskedAutoregressive(
+            hidden_units=(8,), seed=1, transformer=config, **kw), (3,)),
+    }
+
+
 AC, AF = tff.bijectors.AdditiveCoupling, tff.bijectors.AffineCoupling
 CASES = {
-    "additive_half": coupling(AC, [5], num_masked=2),
-    "additive_half_flip": coupling(AC, [5], num_masked=2, flip=True),
-    "additive_checkerboard": coupling(AC, [4, 4, 2], mask="checkerboard"),
-    "additive_channel": coupling(AC, [2, 2, 4], mask="channel"),
-    "affine_half": coupling(AF, [6]),
-    "affine_half_flip": coupling(AF, [6], num_masked=1, flip=True),
-    "affine_checkerboard": coupling(AF, [4, 4, 2], mask="checkerboard"),
-    "affine_checkerboard_flip": coupling(AF, [4, 4, 1], mask="checkerboard", flip=True),
-    "affine_channel": coupling(AF, [3, 3, 4], mask="channel"),
-    "affine_channel_flip": coupling(AF, [2, 2, 6], mask="channel", flip=True),
-    "actnorm_vector": actnorm([3]),
-    "actnorm_image": actnorm([4, 4, 3]),
-    "conv1x1_vector": conv1x1([4]),
-    "conv1x1_image": conv1x1([3, 3, 4]),
-    "maf": masked_autoregressive(5),
-    "maf_random_order": masked_autoregressive(5, input_order="random"),
-    "iaf": masked_autoregressive(5, iaf=True),
-    "squeeze": squeeze([4, 6, 2]),
-    "logit": logit([4, 4, 1]),
-    "reverse": reverse(4),
-    "nice_scale": nice_scale(4),
+    "additive_half": Entry(coupling(AC, [5], num_masked=2)),
+    "additive_half_flip": Entry(coupling(AC, [5], num_masked=2, flip=True)),
+    "additive_checkerboard": Entry(coupling(AC, [4, 4, 2], mask="checkerboard")),
+    "additive_channel": Entry(coupling(AC, [2, 2, 4], mask="channel")),
+    "affine_half": Entry(coupling(AF, [6])),
+    "affine_half_flip": Entry(coupling(AF, [6], num_masked=1, flip=True)),
+    "affine_checkerboard": Entry(coupling(AF, [4, 4, 2], mask="checkerboard")),
+    "affine_checkerboard_flip": Entry(coupling(AF, [4, 4, 1], mask="checkerboard", flip=True)),
+    "affine_channel": Entry(coupling(AF, [3, 3, 4], mask="channel")),
+    "affine_channel_flip": Entry(coupling(AF, [2, 2, 6], mask="channel", flip=True)),
+    "actnorm_vector": Entry(actnorm([3])),
+    "actnorm_image": Entry(actnorm([4, 4, 3])),
+    "conv1x1_vector": Entry(conv1x1([4])),
+    "conv1x1_image": Entry(conv1x1([3, 3, 4])),
+    "maf": Entry(masked_autoregressive(5)),
+    "maf_random_order": Entry(masked_autoregressive(5, input_order="random")),
+    "iaf": Entry(masked_autoregressive(5, iaf=True)),
+    "factor_out": Entry(factor_out([2, 2, 6], kept=4)),
+    "squeeze": Entry(squeeze([4, 6, 2])),
+    "logit": Entry(logit([4, 4, 1])),
+    "reverse": Entry(reverse(4)),
+    "nice_scale": Entry(nice_scale(4)),
+    # Layers (tests/test_layers.py checks the layers themselves). Their
+    # bijectors have float64 entries above, so these run in float32 only.
+    "layer_additive_half": layer32(lambda **kw: L.AdditiveCoupling(
+        mask="half", hidden_units=(8,), **kw), (4,)),
+    "layer_additive_checkerboard": layer32(lambda **kw: L.AdditiveCoupling(
+        mask="checkerboard", hidden_channels=8, **kw), (4, 4, 1)),
+    "layer_additive_channel": layer32(lambda **kw: L.AdditiveCoupling(
+        mask="channel", hidden_channels=8, **kw), (4, 4, 2)),
+    "layer_affine_half": layer32(lambda **kw: L.AffineCoupling(
+        mask="half", hidden_units=(8, 8), **kw), (4,)),
+    "layer_affine_checkerboard": layer32(lambda **kw: L.AffineCoupling(
+        mask="checkerboard", flip=True, hidden_channels=8, **kw), (4, 4, 1)),
+    "layer_affine_channel": layer32(lambda **kw: L.AffineCoupling(
+        mask="channel", hidden_channels=8, **kw), (4, 4, 2)),
+    "layer_actnorm_vector": layer32(lambda **kw: L.ActNorm(**kw), (3,)),
+    "layer_actnorm_image": layer32(lambda **kw: L.ActNorm(**kw), (4, 4, 2)),
+    "layer_conv1x1_vector": layer32(lambda **kw: L.InvertibleConv1x1(seed=1, **kw), (3,)),
+    "layer_conv1x1_image": layer32(lambda **kw: L.InvertibleConv1x1(seed=2, **kw), (4, 4, 3)),
+    "layer_maf": layer32(lambda **kw: L.MaskedAutoregressive(
+        hidden_units=(8,), seed=1, **kw), (3,)),
+    "layer_iaf": layer32(lambda **kw: L.MaskedAutoregressive(
+        hidden_units=(8,), iaf=True, seed=1, **kw), (3,)),
+    "layer_squeeze": layer32(lambda **kw: L.Squeeze(**kw), (4, 4, 1)),
+    "layer_unsqueeze": layer32(lambda **kw: L.Unsqueeze(**kw), (2, 2, 4)),
+    "layer_permutation_reverse": layer32(lambda **kw: L.Permutation("reverse", **kw), (3,)),
+    "layer_permutation_random": layer32(lambda **kw: L.Permutation(
+        "random", seed=3, **kw), (4,)),
+    "layer_scale": layer32(lambda **kw: L.Scale(**kw), (3,)),
+    "layer_logit": layer32(lambda **kw: L.Logit(**kw), (4, 4, 1), "unit"),
+    "layer_factor_out": layer32(lambda **kw: L.FactorOut([
+        L.Squeeze(**kw), L.AffineCoupling(mask="channel", hidden_channels=8, **kw),
+        L.Unsqueeze(**kw)], **kw), (4, 4, 2)),
 }
+for _name, _make in TRANSFORMERS.items():
+    CASES.update(_transformer_entries(_name, _make))
+
+LAYER_CASES = {name: entry for name, entry in CASES.items() if entry.layer}

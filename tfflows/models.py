@@ -4,13 +4,16 @@ Layers are listed from the data side. Every coupling network is
 zero-initialised, so coupling builders return the identity map on a standard
 normal until trained (image flows add the logit preprocessing); MAF and IAF
 start as random affine autoregressive maps (see
-`tfflows.layers.MaskedAutoregressive`).
+`tfflows.layers.MaskedAutoregressive`). NSF is MAF's and RealNVP's
+structure with the rational-quadratic spline transformer; RealNVP and Glow
+take `transformer="spline"` for their couplings too.
 """
 
 from tfflows import layers as L
+from tfflows.layers._transformer import make_transformer
 from tfflows.flow import Flow
 
-__all__ = ["nice", "realnvp", "glow", "maf", "iaf"]
+__all__ = ["nice", "realnvp", "glow", "maf", "iaf", "nsf"]
 
 
 def _check_positive(**values):
@@ -45,25 +48,39 @@ def nice(event_dim, num_layers=4, hidden_units=(256, 256), context_dim=None,
                 name=name)
 
 
-def _vector_realnvp(event_dim, num_layers, hidden_units, context_dim, actnorm):
+def _coupling(transformer, spline_bins, tail_bound, **kwargs):
+    """RealNVP's `AffineCoupling` for the default affine transformer (the
+    class, and so the saved config, of every flow before splines), else a
+    `Coupling` with the transformer named."""
+    if transformer == "affine" and spline_bins is None and tail_bound is None:
+        return L.AffineCoupling(**kwargs)
+    return L.Coupling(transformer, spline_bins=spline_bins,
+                      tail_bound=tail_bound, **kwargs)
+
+
+def _vector_realnvp(event_dim, num_layers, hidden_units, context_dim, actnorm,
+                    transformer="affine", spline_bins=None, tail_bound=None):
     layers = []
     for i in range(num_layers):
         if actnorm:
             layers.append(L.ActNorm())
-        layers.append(L.AffineCoupling(flip=bool(i % 2), hidden_units=hidden_units,
-                                       context_dim=context_dim))
+        layers.append(_coupling(transformer, spline_bins, tail_bound,
+                                flip=bool(i % 2), hidden_units=hidden_units,
+                                context_dim=context_dim))
         if i % 2 and i < num_layers - 1 and event_dim > 2:
             layers.append(L.Permutation("random", seed=i))
     return layers
 
 
-def _image_realnvp_level(level, levels, hidden_channels, context_dim):
-    coupling = lambda mask, i: L.AffineCoupling(
-        mask=mask, flip=bool(i % 2), hidden_channels=hidden_channels,
-        context_dim=context_dim)
+def _image_realnvp_level(level, levels, hidden_channels, context_dim,
+                         transformer):
+    coupling = lambda mask, i: _coupling(
+        *transformer, mask=mask, flip=bool(i % 2),
+        hidden_channels=hidden_channels, context_dim=context_dim)
     if level == levels - 1:
         return [coupling("checkerboard", i) for i in range(4)]
-    inner = _image_realnvp_level(level + 1, levels, hidden_channels, context_dim)
+    inner = _image_realnvp_level(level + 1, levels, hidden_channels, context_dim,
+                                 transformer)
     return ([coupling("checkerboard", i) for i in range(3)] + [L.Squeeze()]
             + [coupling("channel", i) for i in range(3)]
             + [L.FactorOut(inner, context_dim=context_dim), L.Unsqueeze()])
@@ -71,7 +88,8 @@ def _image_realnvp_level(level, levels, hidden_channels, context_dim):
 
 def realnvp(event_dim=None, num_layers=8, hidden_units=(128, 128),
             image_shape=None, levels=2, hidden_channels=64, num_bins=256,
-            context_dim=None, actnorm=True, name="realnvp"):
+            context_dim=None, actnorm=True, transformer="affine",
+            spline_bins=None, tail_bound=None, name="realnvp"):
     """RealNVP (Dinh et al. 2017, https://arxiv.org/abs/1605.08803).
 
     Vectors (`event_dim`): `num_layers` affine couplings with alternating
@@ -80,6 +98,10 @@ def realnvp(event_dim=None, num_layers=8, hidden_units=(128, 128),
     checkerboard couplings, a squeeze, three channel couplings, and half the
     channels factored out; four checkerboard couplings at the last level;
     logit preprocessing in front.
+
+    `transformer="spline"` (with `spline_bins`, `tail_bound`) puts
+    rational-quadratic splines in every coupling instead of affine maps
+    (for vectors that is `nsf(..., coupling=True)`); "additive" also works.
     """
     if (event_dim is None) == (image_shape is None):
         raise ValueError("realnvp takes exactly one of event_dim (vectors) or "
@@ -90,55 +112,65 @@ def realnvp(event_dim=None, num_layers=8, hidden_units=(128, 128),
             raise ValueError("Coupling flows need event_dim >= 2. "
                              f"Received: event_dim={event_dim}")
         return Flow(_vector_realnvp(event_dim, num_layers, hidden_units,
-                                    context_dim, actnorm),
+                                    context_dim, actnorm, transformer,
+                                    spline_bins, tail_bound),
                     (event_dim,), context_dim=context_dim, name=name)
     _check_positive(levels=levels)
     shape = _check_image(image_shape, levels - 1)
-    layers = [L.Logit()] + _image_realnvp_level(0, levels, hidden_channels,
-                                                context_dim)
+    layers = [L.Logit()] + _image_realnvp_level(
+        0, levels, hidden_channels, context_dim,
+        (transformer, spline_bins, tail_bound))
     return Flow(layers, shape, context_dim=context_dim, num_bins=num_bins,
                 name=name)
 
 
-def _glow_level(level, levels, steps, hidden_channels, context_dim):
+def _glow_level(level, levels, steps, hidden_channels, context_dim, transformer):
     body = []
     for _ in range(steps):
         body += [L.ActNorm(), L.InvertibleConv1x1(),
-                 L.AffineCoupling(mask="channel", hidden_channels=hidden_channels,
-                                  context_dim=context_dim)]
+                 _coupling(*transformer, mask="channel",
+                           hidden_channels=hidden_channels,
+                           context_dim=context_dim)]
     if level < levels - 1:
-        inner = _glow_level(level + 1, levels, steps, hidden_channels, context_dim)
+        inner = _glow_level(level + 1, levels, steps, hidden_channels, context_dim,
+                            transformer)
         body.append(L.FactorOut(inner, context_dim=context_dim))
     return [L.Squeeze()] + body + [L.Unsqueeze()]
 
 
 def glow(image_shape, levels=3, steps_per_level=8, hidden_channels=128,
-         num_bins=256, context_dim=None, name="glow"):
+         num_bins=256, context_dim=None, transformer="affine", spline_bins=None,
+         tail_bound=None, name="glow"):
     """Glow (Kingma & Dhariwal 2018, https://arxiv.org/abs/1807.03039).
 
     `levels` x (squeeze, `steps_per_level` x [actnorm -> invertible 1x1 conv
     (LU) -> affine coupling], split half the channels), logit preprocessing
     in front. Factored-out channels stay in place, so the latent has the
     image's shape. Sample with `flow.sample(n, temperature=0.7)`.
+    `transformer="spline"` (with `spline_bins`, `tail_bound`) uses
+    rational-quadratic spline couplings (Durkan et al. 2019 use them in
+    Glow-like image flows).
     """
     _check_positive(levels=levels, steps_per_level=steps_per_level,
                     hidden_channels=hidden_channels)
     shape = _check_image(image_shape, levels)
     layers = [L.Logit()] + _glow_level(0, levels, steps_per_level,
-                                       hidden_channels, context_dim)
+                                       hidden_channels, context_dim,
+                                       (transformer, spline_bins, tail_bound))
     return Flow(layers, shape, context_dim=context_dim, num_bins=num_bins,
                 name=name)
 
 
 def _autoregressive(event_dim, num_layers, hidden_units, context_dim, actnorm,
-                    iaf):
+                    iaf, **transformer):
     _check_positive(event_dim=event_dim, num_layers=num_layers)
     layers = []
     for i in range(num_layers):
         if actnorm:
             layers.append(L.ActNorm())
         layers.append(L.MaskedAutoregressive(hidden_units=hidden_units, iaf=iaf,
-                                             context_dim=context_dim))
+                                             context_dim=context_dim,
+                                             **transformer))
         if i < num_layers - 1:
             layers.append(L.Permutation("reverse"))
     return layers
@@ -162,3 +194,48 @@ def iaf(event_dim, num_layers=5, hidden_units=(128, 128), context_dim=None,
     return Flow(_autoregressive(event_dim, num_layers, hidden_units,
                                 context_dim, actnorm, iaf=True),
                 (event_dim,), context_dim=context_dim, name=name)
+
+
+def nsf(event_dim, num_layers=5, hidden_units=(128, 128), spline_bins=8,
+        tail_bound=3.0, coupling=False, context_dim=None, actnorm=None,
+        name="nsf"):
+    """Neural spline flow (Durkan et al. 2019, https://arxiv.org/abs/1906.04032).
+
+    Rational-quadratic spline transformers (`spline_bins` bins on
+    `[-tail_bound, tail_bound]`, identity outside) in one of two structures:
+
+    - `coupling=False` (NSF-AR): MAF's stack, masked autoregressive layers
+      over MADE (`3 * spline_bins - 1` outputs per dimension), order
+      reversed between layers; density in one pass per layer, sampling in D
+      (the same stepwise MADE solve MAF uses).
+    - `coupling=True` (NSF-C): RealNVP's vector stack, spline couplings on
+      alternating halves with random permutations between pairs; one pass
+      both ways. Its networks start at zero, so a fresh NSF-C is the
+      identity.
+
+    Args:
+      event_dim: D (at least 2 for couplings).
+      num_layers: spline layers.
+      hidden_units: widths of each layer's network.
+      spline_bins: K, bins per spline.
+      tail_bound: B; put the data's bulk inside `[-B, B]` (standardise it).
+      coupling: NSF-C instead of NSF-AR.
+      context_dim: size of a conditioning input for p(x | context), or None.
+      actnorm: actnorm before each spline layer; None does as `maf` (no) and
+        `realnvp` (yes) do.
+      name: the model's name.
+    """
+    spline = dict(transformer="spline", spline_bins=spline_bins,
+                  tail_bound=tail_bound)
+    make_transformer("spline", spline_bins, tail_bound)  # checks them first
+    if coupling:
+        _check_positive(event_dim=event_dim, num_layers=num_layers)
+        if event_dim < 2:
+            raise ValueError("NSF-C (coupling=True) needs event_dim >= 2; use "
+                             f"coupling=False. Received: event_dim={event_dim}")
+        layers = _vector_realnvp(event_dim, num_layers, hidden_units, context_dim,
+                                 True if actnorm is None else actnorm, **spline)
+    else:
+        layers = _autoregressive(event_dim, num_layers, hidden_units, context_dim,
+                                 bool(actnorm), iaf=False, **spline)
+    return Flow(layers, (event_dim,), context_dim=context_dim, name=name)

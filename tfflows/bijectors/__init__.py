@@ -5,6 +5,12 @@ parameters are tensors (or variables owned by a Keras layer) and networks are
 callables. They compose with `tfb.Chain`, `tfb.Invert` and
 `tfd.TransformedDistribution`.
 
+`Coupling` and `Autoregressive` take any elementwise transformer
+(`tfflows.bijectors.transformers`: additive, affine, rational-quadratic
+spline); `AdditiveCoupling`, `AffineCoupling` and `MaskedAutoregressive`
+are the same two bijectors with their transformer fixed and the
+conditioner signatures of NICE, RealNVP and MAF (a shift, or a pair).
+
 Two pieces of plumbing come from TFP itself and are not duplicated here:
 `tfp.bijectors.Permute` (fixed permutations; `reverse(D)` builds one) and
 `tfp.bijectors.Scale(log_scale=...)` (NICE's diagonal rescaling).
@@ -14,10 +20,13 @@ import tensorflow_probability as tfp
 
 from tfflows.bijectors import lu
 from tfflows.bijectors import masks
+from tfflows.bijectors import transformers
 from tfflows.bijectors._base import FlowBijector, soft_clamp
 from tfflows.bijectors.actnorm import ActNorm
 from tfflows.bijectors.additive_coupling import AdditiveCoupling
 from tfflows.bijectors.affine_coupling import AffineCoupling
+from tfflows.bijectors.autoregressive import Autoregressive
+from tfflows.bijectors.coupling import Coupling
 from tfflows.bijectors.factor_out import FactorOut
 from tfflows.bijectors.invertible_conv1x1 import InvertibleConv1x1
 from tfflows.bijectors.logit import Logit, bits_per_dim, uniform_dequantize
@@ -25,10 +34,10 @@ from tfflows.bijectors.masked_autoregressive import MaskedAutoregressive
 from tfflows.bijectors.squeeze import Squeeze
 
 __all__ = [
-    "ActNorm", "AdditiveCoupling", "AffineCoupling", "FactorOut", "FlowBijector",
-    "InvertibleConv1x1", "Logit", "MaskedAutoregressive", "Squeeze",
-    "bits_per_dim", "lu", "masks", "reverse", "soft_clamp",
-    "uniform_dequantize",
+    "ActNorm", "AdditiveCoupling", "AffineCoupling", "Autoregressive",
+    "Coupling", "FactorOut", "FlowBijector", "InvertibleConv1x1", "Logit",
+    "MaskedAutoregressive", "Squeeze", "bits_per_dim", "lu", "masks",
+    "reverse", "soft_clamp", "transformers", "uniform_dequantize",
 ]
 
 

@@ -5,6 +5,7 @@ from tensorflow_probability.python.internal import dtype_util
 from tensorflow_probability.python.internal import tensor_util
 
 from tfflows.bijectors._base import FlowBijector
+from tfflows.bijectors.transformers.affine import affine_forward, affine_inverse
 
 __all__ = ["ActNorm"]
 
@@ -89,13 +90,13 @@ class ActNorm(FlowBijector):
     def _forward_and_log_det(self, x):
         self._check_channels(x, "x")
         log_scale = tf.convert_to_tensor(self._log_scale)
-        y = x * tf.exp(log_scale) + self._loc
+        y = affine_forward(x, self._loc, log_scale)
         return y, self._log_det(x, log_scale)
 
     def _inverse_and_log_det(self, y):
         self._check_channels(y, "y")
         log_scale = tf.convert_to_tensor(self._log_scale)
-        x = (y - self._loc) * tf.exp(-log_scale)
+        x = affine_inverse(y, self._loc, log_scale)
         return x, -self._log_det(y, log_scale)
 
     def _check_channels(self, t, name):

@@ -1,12 +1,15 @@
-"""NICE's additive coupling."""
+"""NICE's additive coupling: `Coupling` with the additive transformer."""
 
-from tfflows.bijectors._coupling import Coupling
+import tensorflow as tf
+
+from tfflows.bijectors.coupling import Coupling
+from tfflows.bijectors.transformers import Additive
 
 __all__ = ["AdditiveCoupling"]
 
 
 class AdditiveCoupling(Coupling):
-    """Additive coupling: a volume-preserving shift of one part by the other.
+    """Additive coupling bijector, `forward` latent -> data: a volume-preserving shift of one part by the other.
 
     With the event split by a mask into a conditioning part `x_a` and a
     transformed part `x_b`:
@@ -17,8 +20,10 @@ class AdditiveCoupling(Coupling):
     log|det J| = 0
     ```
 
-    `m` (`shift_fn`) is any callable, e.g. a Keras network; it is called once
-    per direction and never needs to be inverted.
+    `tfflows.bijectors.Coupling` with `transformers.Additive`, for a
+    conditioner returning the shift itself. `m` (`shift_fn`) is any
+    callable, e.g. a Keras network; it is called once per direction and
+    never needs to be inverted.
 
     References:
       Laurent Dinh, David Krueger, Yoshua Bengio (2015). NICE: Non-linear
@@ -46,13 +51,11 @@ class AdditiveCoupling(Coupling):
     def __init__(self, shift_fn, event_shape, mask="half", num_masked=None,
                  flip=False, validate_args=False, name="additive_coupling"):
         parameters = dict(locals())
-        super().__init__(shift_fn, event_shape, mask, num_masked, flip,
-                         is_constant_jacobian=True,
-                         validate_args=validate_args,
-                         parameters=parameters, name=name)
+        super().__init__(shift_fn, event_shape, transformer=Additive(),
+                         mask=mask, num_masked=num_masked, flip=flip,
+                         validate_args=validate_args, name=name,
+                         parameters=parameters)
 
-    def _check_params(self, params, shape):
-        self._check_param_shape(params, "shift", shape)
-
-    def _transform(self, x_b, shift, inverse):
-        return (x_b - shift if inverse else x_b + shift), None
+    def _params(self, shift):
+        self._check_param_shape(shift, "shift", self._mask.transformed_shape)
+        return tf.convert_to_tensor(shift)[..., tf.newaxis]

@@ -1,15 +1,15 @@
-"""RealNVP's affine coupling."""
+"""RealNVP's affine coupling: `Coupling` with the affine transformer."""
 
 import tensorflow as tf
 
-from tfflows.bijectors._base import soft_clamp, validate_clamp
-from tfflows.bijectors._coupling import Coupling
+from tfflows.bijectors.coupling import Coupling
+from tfflows.bijectors.transformers import Affine
 
 __all__ = ["AffineCoupling"]
 
 
 class AffineCoupling(Coupling):
-    """Affine coupling: scale and shift one part as a function of the other.
+    """Affine coupling bijector, `forward` latent -> data: scale and shift one part given the other.
 
     With the event split by a mask into a conditioning part `x_a` and a
     transformed part `x_b`, and `(t, s_raw) = f(x_a)`:
@@ -21,9 +21,11 @@ class AffineCoupling(Coupling):
     log|det dy/dx| = sum(s over the transformed entries)
     ```
 
-    `f` is called once per direction: the output and its log-det come from the
-    same call, and TFP's cache hands the log-det to
-    `inverse_log_det_jacobian` without a second network call.
+    `tfflows.bijectors.Coupling` with `transformers.Affine`, for a
+    conditioner returning the pair `(shift, log_scale)`. `f` is called once
+    per direction: the output and its log-det come from the same call, and
+    TFP's cache hands the log-det to `inverse_log_det_jacobian` without a
+    second network call.
 
     Masks: `"half"` splits a vector `[..., D]` (`num_masked` entries condition,
     the first ones, or the last with `flip=True`); `"channel"` splits the
@@ -59,24 +61,25 @@ class AffineCoupling(Coupling):
                  num_masked=None, flip=False, log_scale_clamp=5.0,
                  validate_args=False, name="affine_coupling"):
         parameters = dict(locals())
-        self._log_scale_clamp = validate_clamp(log_scale_clamp)
-        super().__init__(shift_and_log_scale_fn, event_shape, mask,
-                         num_masked, flip, is_constant_jacobian=False,
-                         validate_args=validate_args,
-                         parameters=parameters, name=name)
+        super().__init__(shift_and_log_scale_fn, event_shape,
+                         transformer=Affine(log_scale_clamp), mask=mask,
+                         num_masked=num_masked, flip=flip,
+                         validate_args=validate_args, name=name,
+                         parameters=parameters)
 
-    def _check_params(self, params, shape):
+    def _params(self, params):
         if not isinstance(params, (tuple, list)) or len(params) != 2:
             raise ValueError(
                 "AffineCoupling's conditioner must return a pair "
                 f"(shift, log_scale). Received: {type(params).__name__}")
+        shape = self._mask.transformed_shape
         self._check_param_shape(params[0], "shift", shape)
         self._check_param_shape(params[1], "log_scale", shape)
-
-    def _transform(self, x_b, params, inverse):
-        shift, raw_log_scale = params
-        log_scale = soft_clamp(tf.convert_to_tensor(raw_log_scale, x_b.dtype),
-                               self._log_scale_clamp)
-        if inverse:
-            return (x_b - shift) * tf.exp(-log_scale), -log_scale
-        return x_b * tf.exp(log_scale) + shift, log_scale
+        shift = tf.convert_to_tensor(params[0])
+        log_scale = tf.convert_to_tensor(params[1], shift.dtype)
+        if (shift.shape.rank == log_scale.shape.rank
+                and shift.shape.is_compatible_with(log_scale.shape)):
+            return tf.stack([shift, log_scale], axis=-1)
+        shape = tf.broadcast_dynamic_shape(tf.shape(shift), tf.shape(log_scale))
+        return tf.stack([tf.broadcast_to(shift, shape),
+                         tf.broadcast_to(log_scale, shape)], axis=-1)

@@ -1,15 +1,25 @@
-"""Masked autoregressive flows: MAF, and IAF as its inverse."""
+"""MAF / IAF with the affine transformer: today's `MaskedAutoregressive`."""
 
 import tensorflow as tf
 
-from tfflows.bijectors._base import (FlowBijector, call_conditioner,
-                                     soft_clamp, validate_clamp)
+from tfflows.bijectors.autoregressive import Autoregressive
+from tfflows.bijectors.transformers import Affine
 
 __all__ = ["MaskedAutoregressive"]
 
 
-class MaskedAutoregressive(FlowBijector):
-    """An affine autoregressive transform driven by a MADE-like network.
+def _stack_pair(params, what):
+    if not isinstance(params, (tuple, list)) or len(params) != 2:
+        raise ValueError(
+            f"MaskedAutoregressive's {what} must return a pair "
+            f"(shift, log_scale). Received: {type(params).__name__}")
+    shift = tf.convert_to_tensor(params[0])
+    log_scale = tf.convert_to_tensor(params[1], shift.dtype)
+    return tf.stack([shift, log_scale], axis=-1)
+
+
+class MaskedAutoregressive(Autoregressive):
+    """Affine autoregressive bijector, `forward` latent -> data (MAF; IAF with `iaf=True`).
 
     With `(mu, s) = f(x)` autoregressive (output `i` depends only on the
     inputs before `i` in some order), MAF's two directions are:
@@ -20,12 +30,14 @@ class MaskedAutoregressive(FlowBijector):
     log|det dx/dz| = sum_i s_i(x)
     ```
 
-    With `iaf=True` the two directions swap (the bijector is
-    `tfb.Invert` of the MAF above): sampling is one pass and density
-    evaluation of a new point takes D passes, as in IAF. Either way, the
-    sequential direction runs a `tf.while_loop` of exactly D network calls,
-    the last of which also yields the log-det; the one-pass direction calls
-    the network once. `s` is soft-clamped (`c * tanh(s / c)`).
+    `tfflows.bijectors.Autoregressive` with `transformers.Affine`, for a
+    network returning the pair `(shift, log_scale)`. With `iaf=True` the two
+    directions swap (the bijector is `tfb.Invert` of the MAF above):
+    sampling is one pass and density evaluation of a new point takes D
+    passes, as in IAF. Either way, the sequential direction runs a
+    `tf.while_loop` of exactly D network calls, the last of which also
+    yields the log-det; the one-pass direction calls the network once. `s`
+    is soft-clamped (`c * tanh(s / c)`).
 
     References:
       George Papamakarios, Theo Pavlakou, Iain Murray (2017). Masked
@@ -61,91 +73,15 @@ class MaskedAutoregressive(FlowBijector):
             raise ValueError(
                 "shift_and_log_scale_fn must be callable. Received: "
                 f"{shift_and_log_scale_fn!r}")
-        if event_size is not None and (not isinstance(event_size, int)
-                                       or event_size < 1):
-            raise ValueError("event_size must be a positive integer or None. "
-                             f"Received: event_size={event_size!r}")
-        if make_step_fn is not None and (event_size is None
-                                         or not callable(make_step_fn)):
-            raise ValueError("make_step_fn must be callable and needs event_size. "
-                             f"Received: make_step_fn={make_step_fn!r}, "
-                             f"event_size={event_size!r}")
-        self._fn = shift_and_log_scale_fn
-        self._make_step_fn = make_step_fn
-        self._event_size = event_size
-        self._iaf = bool(iaf)
-        self._log_scale_clamp = validate_clamp(log_scale_clamp)
-        super().__init__(forward_min_event_ndims=1,
-                         validate_args=validate_args,
-                         parameters=parameters, name=name)
+        super().__init__(shift_and_log_scale_fn, transformer=Affine(log_scale_clamp),
+                         event_size=event_size, iaf=iaf,
+                         make_step_fn=make_step_fn, validate_args=validate_args,
+                         name=name, parameters=parameters)
 
-    @property
-    def iaf(self):
-        return self._iaf
+    def _params(self, x, kwargs):
+        return super()._check_params(
+            _stack_pair(self._params_raw(x, kwargs), "network"),
+            (x.shape[-1], 2))
 
-    def _shift_and_log_scale(self, x, kwargs):
-        params = call_conditioner(self._fn, x, kwargs)
-        if not isinstance(params, (tuple, list)) or len(params) != 2:
-            raise ValueError(
-                "MaskedAutoregressive's network must return a pair "
-                f"(shift, log_scale). Received: {type(params).__name__}")
-        shift, log_scale = params
-        log_scale = soft_clamp(tf.convert_to_tensor(log_scale, x.dtype),
-                               self._log_scale_clamp)
-        return shift, log_scale
-
-    def _one_pass(self, x, kwargs):
-        """z = (x - mu(x)) * exp(-s(x)); returns (z, log|det dz/dx|)."""
-        shift, log_scale = self._shift_and_log_scale(x, kwargs)
-        return (x - shift) * tf.exp(-log_scale), -tf.reduce_sum(log_scale, -1)
-
-    def _stepwise(self, z, kwargs):
-        """Solves x from z one input at a time: D static steps, step k
-        filling the input of degree k + 1 from the ones before it."""
-        step_fn = self._make_step_fn(**kwargs)
-        x = tf.zeros_like(z)
-        log_det = tf.zeros(tf.shape(z)[:-1], z.dtype)
-        for step in range(self._event_size):
-            (shift, log_scale), column = step_fn(x, step)
-            log_scale = soft_clamp(tf.convert_to_tensor(log_scale, z.dtype),
-                                   self._log_scale_clamp)
-            value = z[..., column] * tf.exp(log_scale) + shift
-            x = x + value[..., tf.newaxis] * tf.one_hot(column, self._event_size,
-                                                        dtype=z.dtype)
-            log_det = log_det + log_scale
-        return x, log_det
-
-    def _sequential(self, z, kwargs):
-        """Solves x from z = (x - mu(x)) * exp(-s(x)) in D network passes.
-
-        After pass k the first k dimensions (in the autoregressive order) of
-        `x` are exact; the log-scale of pass D depends only on exact inputs,
-        so it gives the log-det without another pass.
-        """
-        event_size = tf.shape(z)[-1]
-
-        def body(x, unused_log_scale):
-            shift, log_scale = self._shift_and_log_scale(x, kwargs)
-            return z * tf.exp(log_scale) + shift, log_scale
-
-        x, log_scale = tf.while_loop(
-            cond=lambda *_: True,
-            body=body,
-            loop_vars=(tf.zeros_like(z), tf.zeros_like(z)),
-            maximum_iterations=event_size)
-        return x, tf.reduce_sum(log_scale, -1)
-
-    def _run(self, t, name, one_pass, kwargs):
-        if self._event_size is not None:
-            self._check_event_shape(t, (self._event_size,), name)
-        if one_pass:
-            return self._one_pass(t, kwargs)
-        if self._make_step_fn is not None:
-            return self._stepwise(t, kwargs)
-        return self._sequential(t, kwargs)
-
-    def _forward_and_log_det(self, x, **kwargs):
-        return self._run(x, "x", self._iaf, kwargs)
-
-    def _inverse_and_log_det(self, y, **kwargs):
-        return self._run(y, "y", not self._iaf, kwargs)
+    def _step_params(self, params):
+        return super()._step_params(_stack_pair(params, "step function"))

@@ -41,6 +41,11 @@ class SplitMask:
         size = self.event_shape[-1] - self.num_masked
         return self.event_shape[:-1] + (size,)
 
+    @property
+    def conditioner_input_shape(self):
+        """Event shape of the conditioning part `a`, the conditioner's input."""
+        return self.event_shape[:-1] + (self.num_masked,)
+
     def split(self, x):
         first, second = tf.split(x, self._sizes, axis=-1)
         return (second, first) if self.flip else (first, second)
@@ -71,6 +76,11 @@ class CheckerboardMask:
     def transformed_shape(self):
         return self.event_shape
 
+    @property
+    def conditioner_input_shape(self):
+        """The whole image, transformed squares zeroed."""
+        return self.event_shape
+
     def _mask(self, dtype):
         return tf.constant(self._keep, dtype=dtype)
 
@@ -99,7 +109,8 @@ def make_mask(mask, event_shape, num_masked=None, flip=False):
 
     Returns:
       A mask with `split(x) -> (a, b)`, `merge(x, a, y_b) -> y`,
-      `select(elementwise)` and `transformed_shape`.
+      `select(elementwise)`, `transformed_shape` (of `b`) and
+      `conditioner_input_shape` (of `a`, what the conditioner sees).
 
     Raises:
       ValueError: on an unknown mask, a wrong event rank, an odd channel count

@@ -1,26 +1,51 @@
-"""Coupling layers (NICE, RealNVP) that own their conditioner network."""
+"""Coupling layers that own their conditioner network: one class for every
+transformer, and NICE's and RealNVP's under their own names."""
 
 import keras
 
 from tfflows import bijectors as tfb_
 from tfflows import nn
 from tfflows.bijectors.masks import make_mask
+from tfflows.layers._transformer import make_transformer, transformer_config
 from tfflows.layers.base import FlowLayer, build_network
 
-__all__ = ["AdditiveCoupling", "AffineCoupling"]
+__all__ = ["AdditiveCoupling", "AffineCoupling", "Coupling"]
 
 
-class _Coupling(FlowLayer):
-    """Builds the mask from the input shape and a matching network."""
+@keras.saving.register_keras_serializable(package="tfflows")
+class Coupling(FlowLayer):
+    """Coupling layer, `call` data -> latent (its `.bijector`'s forward runs latent -> data).
+
+    Owns the conditioner of a `tfflows.bijectors.Coupling`: a dense
+    `CouplingMLP` for vectors, a `CouplingConvNet` for NHWC images, sized
+    from the mask (`conditioner_input_shape` in, the transformer's
+    `num_params` per transformed entry out) and zero-initialised at its
+    output, so the layer starts as the identity for every transformer.
+
+    Args:
+      transformer: "additive" (NICE), "affine" (RealNVP), "spline"
+        (rational-quadratic, NSF-C) or a
+        `tfflows.bijectors.transformers.Transformer`.
+      spline_bins: "spline" only: bins K (default 8).
+      tail_bound: "spline" only: the spline acts on `[-B, B]`, identity
+        outside (default 3).
+      mask: "half" (vectors), "checkerboard" or "channel" (images).
+      flip: swap which part conditions.
+      num_masked: "half" only: entries that condition (default D // 2).
+      hidden_units: dense widths (vectors).
+      hidden_channels: conv width (images).
+      context_dim: size of a conditioning input, or None.
+    """
 
     conditional = True
-    _bijector_cls = None
-    _num_params = None
 
-    def __init__(self, mask="half", flip=False, num_masked=None,
-                 hidden_units=(64, 64), hidden_channels=64, context_dim=None,
-                 **kwargs):
+    def __init__(self, transformer="affine", spline_bins=None, tail_bound=None,
+                 mask="half", flip=False, num_masked=None, hidden_units=(64, 64),
+                 hidden_channels=64, context_dim=None, **kwargs):
         super().__init__(context_dim=context_dim, **kwargs)
+        self._transformer = make_transformer(transformer, spline_bins, tail_bound)
+        self._transformer_args = (transformer_config(transformer), spline_bins,
+                                  tail_bound)
         self.mask = mask
         self.flip = bool(flip)
         self.num_masked = num_masked
@@ -29,57 +54,83 @@ class _Coupling(FlowLayer):
         self.network = None
 
     @property
+    def transformer(self):
+        """The elementwise transformer (a `Transformer` object)."""
+        return self._transformer
+
+    @property
     def xla_on_cpu(self):
         """Convolutional networks (images) gain from XLA; dense ones (vectors)
-        lose to TensorFlow's oneDNN matmuls (`FlowLayer.xla_on_cpu`)."""
+        lose to TensorFlow's oneDNN matmuls (`FlowLayer.xla_on_cpu`), unless
+        the transformer gains from XLA itself (splines)."""
+        if self._transformer.xla_on_cpu:
+            return True
         if self.network is None:  # not built: the mask tells images apart
             return self.mask != "half"
         return isinstance(self.network, nn.CouplingConvNet)
 
     def build(self, input_shape):
         event_shape = tuple(input_shape[1:])
-        probe = make_mask(self.mask, event_shape, self.num_masked, self.flip)
-        out_shape = probe.transformed_shape
+        layout = make_mask(self.mask, event_shape, self.num_masked, self.flip)
+        in_shape, out_shape = layout.conditioner_input_shape, layout.transformed_shape
+        common = dict(num_params=self._transformer.num_params,
+                      context_dim=self.context_dim, stacked=True,
+                      dtype=self.dtype_policy, name="network")
         if len(event_shape) == 1:
-            in_size = (probe.num_masked if self.mask == "half"
-                       else event_shape[-1])
-            self.network = nn.CouplingMLP(
-                out_shape[-1], num_params=self._num_params,
-                hidden_units=self.hidden_units, context_dim=self.context_dim,
-                dtype=self.dtype_policy, name="network")
-            net_input = (None, in_size)
+            self.network = nn.CouplingMLP(out_shape[-1],
+                                          hidden_units=self.hidden_units, **common)
         else:
-            in_channels = (event_shape[-1] if self.mask == "checkerboard"
-                           else event_shape[-1] - out_shape[-1])
             self.network = nn.CouplingConvNet(
-                out_shape[-1], num_params=self._num_params,
-                hidden_channels=self.hidden_channels,
-                context_dim=self.context_dim, dtype=self.dtype_policy,
-                name="network")
-            net_input = (None,) + event_shape[:-1] + (in_channels,)
-        build_network(self.network, net_input, self.context_dim, self.compute_dtype)
+                out_shape[-1], hidden_channels=self.hidden_channels, **common)
+        build_network(self.network, (None,) + tuple(in_shape), self.context_dim,
+                      self.compute_dtype)
         self._event_shape = event_shape
         super().build(input_shape)
 
     def make_bijector(self, context=None):
         net = self.network
         fn = net if context is None else (lambda x_a: net(x_a, context=context))
-        return self._bijector_cls(fn, self._event_shape, mask=self.mask,
-                                  num_masked=self.num_masked, flip=self.flip,
-                                  name=self.name)
+        return tfb_.Coupling(fn, self._event_shape, transformer=self._transformer,
+                             mask=self.mask, num_masked=self.num_masked,
+                             flip=self.flip, name=self.name)
 
     def get_config(self):
-        return {**super().get_config(), "mask": self.mask, "flip": self.flip,
+        transformer, spline_bins, tail_bound = self._transformer_args
+        return {**super().get_config(),
+                "transformer": transformer_config(transformer),
+                "spline_bins": spline_bins, "tail_bound": tail_bound,
+                "mask": self.mask, "flip": self.flip,
                 "num_masked": self.num_masked,
                 "hidden_units": list(self.hidden_units),
                 "hidden_channels": self.hidden_channels}
 
 
+class _FixedCoupling(Coupling):
+    """A `Coupling` whose transformer is fixed by the class (and not in its
+    config, which stays the one these layers always had)."""
+
+    _transformer_name = None
+
+    def __init__(self, mask="half", flip=False, num_masked=None,
+                 hidden_units=(64, 64), hidden_channels=64, context_dim=None,
+                 **kwargs):
+        super().__init__(self._transformer_name, mask=mask, flip=flip,
+                         num_masked=num_masked, hidden_units=hidden_units,
+                         hidden_channels=hidden_channels,
+                         context_dim=context_dim, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("transformer", "spline_bins", "tail_bound"):
+            del config[key]
+        return config
+
+
 @keras.saving.register_keras_serializable(package="tfflows")
-class AdditiveCoupling(_Coupling):
-    """NICE's additive coupling (`tfflows.bijectors.AdditiveCoupling`) with its
-    own network: a dense `CouplingMLP` for vectors, a `CouplingConvNet` for
-    NHWC images, zero-initialised so the layer starts as the identity.
+class AdditiveCoupling(_FixedCoupling):
+    """NICE's additive coupling layer, `call` data -> latent: `Coupling` with
+    `transformer="additive"`, its network zero-initialised so the layer
+    starts as the identity.
 
     Args:
       mask: "half" (vectors), "checkerboard" or "channel" (images).
@@ -90,17 +141,16 @@ class AdditiveCoupling(_Coupling):
       context_dim: size of a conditioning input, or None.
     """
 
-    _bijector_cls = tfb_.AdditiveCoupling
-    _num_params = 1
+    _transformer_name = "additive"
 
 
 @keras.saving.register_keras_serializable(package="tfflows")
-class AffineCoupling(_Coupling):
-    """RealNVP's affine coupling (`tfflows.bijectors.AffineCoupling`) with its
-    own network, zero-initialised so the layer starts as the identity.
+class AffineCoupling(_FixedCoupling):
+    """RealNVP's affine coupling layer, `call` data -> latent: `Coupling` with
+    `transformer="affine"`, its network zero-initialised so the layer starts
+    as the identity.
 
     Args: as `AdditiveCoupling`.
     """
 
-    _bijector_cls = tfb_.AffineCoupling
-    _num_params = 2
+    _transformer_name = "affine"

@@ -1,11 +1,11 @@
-"""MAF / IAF layer over a MADE network."""
+"""The autoregressive layer (MAF / IAF, any transformer) over a MADE network."""
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tfflows import bijectors as tfb_
 from tfflows import nn
+from tfflows.layers._transformer import make_transformer, transformer_config
 from tfflows.layers.base import FlowLayer, build_network
 
 __all__ = ["MaskedAutoregressive"]
@@ -19,13 +19,15 @@ STEPWISE_MAX_EVENT_SIZE = 64
 
 @keras.saving.register_keras_serializable(package="tfflows")
 class MaskedAutoregressive(FlowLayer):
-    """A masked autoregressive layer (MAF, or IAF with `iaf=True`) on vectors.
+    """Masked autoregressive layer, `call` data -> latent (MAF; IAF with `iaf=True`) on vectors.
 
-    Owns a `tfflows.nn.MADE` with two outputs per dimension (shift and
-    log-scale). Its output kernel starts random at about a third of
+    Owns the `tfflows.nn.MADE` of a `tfflows.bijectors.Autoregressive`,
+    with the transformer's `num_params` outputs per dimension: 2 (shift and
+    log-scale) for "affine" (MAF), 1 for "additive", `3K - 1` for "spline"
+    (NSF-AR). Its output kernel starts random at about a third of
     Glorot-uniform's range (variance scale 0.1), so a fresh layer is a mild
-    random affine autoregressive map, not the identity. Held-out NLL of
-    5-layer MAFs (`python -m benchmarks` data, median of three seeds) for
+    random autoregressive map, not the identity. Held-out NLL of
+    5-layer affine MAFs (`python -m benchmarks` data, median of three seeds) for
     output variance scales 0 / 0.01 / 0.1 / 0.3 / 1 (Glorot, TFP's MADE):
     two moons 1.8-2.0 (one seed) / 1.75 / 1.51 / 1.49 / 1.35; whitened
     breast cancer - / 38.85 / 38.94 / 39.06 / 39.80; digits bits/dim - /
@@ -41,13 +43,20 @@ class MaskedAutoregressive(FlowLayer):
       activation: MADE hidden activation.
       context_dim: size of a conditioning input, or None.
       seed: MADE's seed for random orders (drawn and kept if None).
+      transformer: "affine" (default, MAF/IAF), "additive", "spline"
+        (rational-quadratic, NSF-AR) or a
+        `tfflows.bijectors.transformers.Transformer`.
+      spline_bins: "spline" only: bins K (default 8).
+      tail_bound: "spline" only: the spline acts on `[-B, B]` (default 3).
     """
 
     conditional = True
     xla_on_cpu = True
 
     def __init__(self, hidden_units=(64, 64), iaf=False, input_order="natural",
-                 activation="relu", context_dim=None, seed=None, **kwargs):
+                 activation="relu", context_dim=None, seed=None,
+                 transformer="affine", spline_bins=None, tail_bound=None,
+                 **kwargs):
         super().__init__(context_dim=context_dim, **kwargs)
         self.hidden_units = tuple(hidden_units)
         self.iaf = bool(iaf)
@@ -56,14 +65,22 @@ class MaskedAutoregressive(FlowLayer):
         if seed is None:  # realised now, so the config reproduces the order
             seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
         self.seed = int(seed)
+        self._transformer = make_transformer(transformer, spline_bins, tail_bound)
+        self._transformer_args = (transformer_config(transformer), spline_bins,
+                                  tail_bound)
         self.made = None
+
+    @property
+    def transformer(self):
+        """The elementwise transformer (a `Transformer` object)."""
+        return self._transformer
 
     def build(self, input_shape):
         if len(input_shape) != 2:
             raise ValueError("MaskedAutoregressive acts on vectors [batch, D]. "
                              f"Received: input_shape={tuple(input_shape)}")
         event_size = input_shape[-1]
-        self.made = nn.MADE(event_size, num_params=2,
+        self.made = nn.MADE(event_size, num_params=self._transformer.num_params,
                             hidden_units=self.hidden_units,
                             input_order=self.input_order,
                             activation=self.activation,
@@ -79,28 +96,23 @@ class MaskedAutoregressive(FlowLayer):
     def make_bijector(self, context=None):
         made = self.made
 
-        def shift_and_log_scale(x):
-            params = made(x) if context is None else made(x, context=context)
-            return tuple(tf.unstack(params, num=2, axis=-1))
-
-        def make_step_fn():
-            params_of = made.step_fn(context)
-
-            def step_fn(x, step):
-                params, column = params_of(x, step)
-                return tuple(tf.unstack(params, num=2, axis=-1)), column
-
-            return step_fn
+        def params(x):
+            return made(x) if context is None else made(x, context=context)
 
         stepwise = (made.supports_steps
                     and self._event_size <= STEPWISE_MAX_EVENT_SIZE)
-        return tfb_.MaskedAutoregressive(
-            shift_and_log_scale, event_size=self._event_size, iaf=self.iaf,
-            make_step_fn=make_step_fn if stepwise else None, name=self.name)
+        return tfb_.Autoregressive(
+            params, transformer=self._transformer, event_size=self._event_size,
+            iaf=self.iaf,
+            make_step_fn=(lambda: made.step_fn(context)) if stepwise else None,
+            name=self.name)
 
     def get_config(self):
         order = self.input_order
+        transformer, spline_bins, tail_bound = self._transformer_args
         return {**super().get_config(), "hidden_units": list(self.hidden_units),
                 "iaf": self.iaf,
                 "input_order": order if isinstance(order, str) else list(order),
-                "activation": self.activation, "seed": self.seed}
+                "activation": self.activation, "seed": self.seed,
+                "transformer": transformer_config(transformer),
+                "spline_bins": spline_bins, "tail_bound": tail_bound}

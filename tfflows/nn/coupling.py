@@ -33,7 +33,12 @@ def _with_context(layer, x, context, batch_and_spatial, spatial_ndims=0):
     return ops.concatenate([x, context], axis=-1)
 
 
-def _split_params(out, num_params):
+def _split_params(out, num_params, stacked):
+    """The last axis `[num_params * size]` (parameter-major) as one tensor
+    `[..., size, num_params]` (`stacked`), or a tensor / tuple of tensors."""
+    if stacked:
+        shape = tuple(ops.shape(out)[:-1]) + (num_params, out.shape[-1] // num_params)
+        return ops.swapaxes(ops.reshape(out, shape), -1, -2)
     if num_params == 1:
         return out
     return tuple(ops.split(out, num_params, axis=-1))
@@ -55,16 +60,20 @@ class CouplingMLP(keras.layers.Layer):
       hidden_units: widths of the hidden layers.
       activation: hidden activation.
       context_dim: size of the context input, or None for none.
+      stacked: return one tensor `[..., output_size, num_params]` (what
+        `tfflows.bijectors.Coupling` takes) instead of `num_params` tensors.
+        The weights are the same either way.
 
     Input shape:
       `[..., num_masked]`, and `context` `[..., context_dim]` if set.
 
     Output shape:
-      `num_params` tensors `[..., output_size]`.
+      `num_params` tensors `[..., output_size]` (a tensor if 1), or one
+      `[..., output_size, num_params]` if `stacked`.
     """
 
     def __init__(self, output_size, num_params=2, hidden_units=(64, 64),
-                 activation="relu", context_dim=None, **kwargs):
+                 activation="relu", context_dim=None, stacked=False, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(output_size, int) or output_size < 1:
             raise ValueError("output_size must be a positive integer. "
@@ -78,6 +87,7 @@ class CouplingMLP(keras.layers.Layer):
         self.hidden_units = hidden_units
         self.activation = keras.activations.get(activation)
         self.context_dim = context_dim
+        self.stacked = bool(stacked)
         self._hidden = [keras.layers.Dense(u, activation=self.activation,
                                            dtype=self.dtype_policy)
                         for u in hidden_units]
@@ -95,7 +105,7 @@ class CouplingMLP(keras.layers.Layer):
             h = layer(h)
         out = self._out(h)
         out = ops.reshape(out, batch_shape + (out.shape[-1],))
-        return _split_params(out, self.num_params)
+        return _split_params(out, self.num_params, self.stacked)
 
     def get_config(self):
         return {**super().get_config(),
@@ -103,7 +113,7 @@ class CouplingMLP(keras.layers.Layer):
                 "num_params": self.num_params,
                 "hidden_units": list(self.hidden_units),
                 "activation": keras.activations.serialize(self.activation),
-                "context_dim": self.context_dim}
+                "context_dim": self.context_dim, "stacked": self.stacked}
 
 
 @keras.saving.register_keras_serializable(package="tfflows")
@@ -119,16 +129,19 @@ class CouplingConvNet(keras.layers.Layer):
       num_params: tensors to return (2 for affine couplings).
       hidden_channels: width of the hidden convolutions.
       context_dim: size of the context vector, or None.
+      stacked: return one tensor `[..., H, W, output_channels, num_params]`
+        instead of `num_params` tensors (same weights).
 
     Input shape:
       `[..., H, W, C_in]` (any number of batch dimensions).
 
     Output shape:
-      `num_params` tensors `[..., H, W, output_channels]`.
+      `num_params` tensors `[..., H, W, output_channels]`, or one
+      `[..., H, W, output_channels, num_params]` if `stacked`.
     """
 
     def __init__(self, output_channels, num_params=2, hidden_channels=64,
-                 context_dim=None, **kwargs):
+                 context_dim=None, stacked=False, **kwargs):
         super().__init__(**kwargs)
         for arg, value in (("output_channels", output_channels),
                            ("num_params", num_params),
@@ -140,6 +153,7 @@ class CouplingConvNet(keras.layers.Layer):
         self.num_params = num_params
         self.hidden_channels = hidden_channels
         self.context_dim = context_dim
+        self.stacked = bool(stacked)
         policy = self.dtype_policy
         self._convs = [
             keras.layers.Conv2D(hidden_channels, 3, padding="same",
@@ -158,11 +172,11 @@ class CouplingConvNet(keras.layers.Layer):
         for conv in self._convs:
             h = conv(h)
         h = ops.reshape(h, tuple(shape[:-1]) + (h.shape[-1],))
-        return _split_params(h, self.num_params)
+        return _split_params(h, self.num_params, self.stacked)
 
     def get_config(self):
         return {**super().get_config(),
                 "output_channels": self.output_channels,
                 "num_params": self.num_params,
                 "hidden_channels": self.hidden_channels,
-                "context_dim": self.context_dim}
+                "context_dim": self.context_dim, "stacked": self.stacked}
