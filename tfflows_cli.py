@@ -19,7 +19,7 @@ import sys
 
 __all__ = ["main", "parser", "CommandError", "UsageError"]
 
-FLOWS = ("nice", "realnvp", "glow", "maf", "iaf")
+FLOWS = ("nice", "realnvp", "glow", "maf", "iaf", "nsf")
 BUILTIN_DATA = ("moons", "circles", "digits")
 
 

@@ -53,6 +53,18 @@ def test_sample_and_score(moons_run, tmp_path, capsys):
     assert all(np.isfinite(float(line.split(",")[1])) for line in lines[-4:])
 
 
+def test_train_nsf_exports_with_parity(tmp_path):
+    # The spline flow through the whole command: train, SavedModel, ONNX
+    # (bins found without searchsorted), each checked against Keras.
+    out = tmp_path / "nsf"
+    assert cli.main(["train", "--flow", "nsf", "--epochs", "1", "--num-layers", "2",
+                     "--out", str(out)]) == 0
+    summary = json.loads((out / "serving" / "export.json").read_text())
+    assert sorted(summary["onnx"]) == ["decode", "encode", "log_prob"]
+    assert max(v["max_abs_diff"] for v in summary["onnx"].values()) <= 1e-4
+    assert json.loads((out / "metrics.json").read_text())["test_nll"] < 2.8
+
+
 def test_train_glow_on_digits_plots_samples(tmp_path, capsys):
     out = tmp_path / "glow"
     assert cli.main(["train", "--flow", "glow", "--data", "digits", "--epochs", "1",

@@ -174,3 +174,16 @@ def test_onnx_tolerance_scales_with_the_value(tmp_path):
     with pytest.raises(tff.export.ExportError, match=r"beyond the allowed 0.0001 \+ 0 \*"):
         tff.export.onnx(path, tmp_path / "strict", rtol=0.0)
     assert sorted(os.listdir(tmp_path)) == ["m", "onnx"]
+
+
+def test_spline_coupling_flow_exports_to_saved_model_and_onnx(tmp_path):
+    flow = tff.models.nsf(event_dim=3, num_layers=2, hidden_units=(8,), coupling=True,
+                          spline_bins=4)
+    perturb(flow, scale=0.1)
+    path = tff.export.saved_model(flow, tmp_path / "m")
+    assert max(tff.export.check_saved_model(flow, path).values()) <= 1e-5
+    results = tff.export.onnx(path, tmp_path / "onnx")
+    for _, (onnx_path, diff) in results.items():
+        assert diff <= onnx_module.ONNX_ATOL
+        ops = {node.op_type for node in onnx_lib.load(onnx_path).graph.node}
+        assert "SearchSorted" not in ops

@@ -319,6 +319,42 @@ def test_distribution_supports_tfp_calls(name):
 
 
 # -- fit -----------------------------------------------------------------------------
+def _epoch_orders(seed, epochs=3, **fit_kwargs):
+    """The first row of every batch `fit` trains on, per epoch."""
+    keras.utils.set_random_seed(seed)
+    flow = tff.models.realnvp(1 + 1, num_layers=2, hidden_units=(4,))
+    flow.compile(run_eagerly=True, steps_per_execution=1)
+    seen = []
+    train_step = flow.train_step
+    def recording(data):
+        seen.append(float(keras.utils.unpack_x_y_sample_weight(data)[0][0, 0]))
+        return train_step(data)
+    flow.train_step = recording
+    x = np.arange(64, dtype="float32").reshape(32, 2)
+    flow.fit(x, batch_size=8, epochs=epochs, verbose=0, **fit_kwargs)
+    return np.reshape(seen, (epochs, -1))
+
+
+def test_fit_reshuffles_arrays_every_epoch_after_a_global_seed():
+    # Keras 3.15's array path repeats one order in every epoch once
+    # keras.utils.set_random_seed is called; Flow.fit must not.
+    orders = _epoch_orders(0)
+    assert orders.shape == (3, 4)
+    assert len({tuple(o) for o in orders}) == 3
+    np.testing.assert_array_equal(orders, _epoch_orders(0))   # reproducible
+    assert not np.array_equal(orders, _epoch_orders(1))
+    assert sorted(_epoch_orders(0, epochs=1, shuffle=False)[0]) == [0, 16, 32, 48]
+
+
+def test_fit_validation_split_takes_the_last_rows():
+    flow = tff.models.realnvp(2, num_layers=2, hidden_units=(4,))
+    flow.compile()
+    x = np.random.default_rng(0).standard_normal((40, 2)).astype("float32")
+    history = flow.fit(x, batch_size=8, epochs=1, validation_split=0.25, verbose=0)
+    expected = flow.evaluate(x[30:], batch_size=8, verbose=0, return_dict=True)["nll"]
+    assert history.history["val_nll"][0] == pytest.approx(expected, rel=1e-5)
+
+
 def test_fit_logs_the_real_nll():
     flow = tff.models.nice(3, num_layers=2, hidden_units=(8,))
     perturb(flow, scale=0.05)

@@ -52,7 +52,8 @@ def _build(flow, x, num_bins, num_layers):
         if dim < 2 and flow in ("nice", "realnvp"):
             raise CommandError(f"--flow {flow} needs at least 2 columns; the data has {dim}")
         builders = {"nice": tff.models.nice, "realnvp": tff.models.realnvp,
-                    "maf": tff.models.maf, "iaf": tff.models.iaf}
+                    "maf": tff.models.maf, "iaf": tff.models.iaf,
+                    "nsf": tff.models.nsf}
         kwargs = {"hidden_units": (128, 128), "num_layers": num_layers}
         return builders[flow](event_dim=dim, **kwargs)
     shape = x.shape[1:]

