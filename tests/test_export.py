@@ -173,8 +173,12 @@ def test_onnx_tolerance_scales_with_the_value(tmp_path):
     assert float(tf.reduce_max(tf.abs(log_prob))) > 1e3
     results = tff.export.onnx(path, tmp_path / "onnx")
     assert max(diff for _, diff in results.values()) <= onnx_module.ONNX_ATOL
-    with pytest.raises(tff.export.ExportError, match=r"beyond the allowed 0.0001 \+ 0 \*"):
-        tff.export.onnx(path, tmp_path / "strict", rtol=0.0)
+    # One float32 ulp at these values is ~1e-3: whether the runtimes differ
+    # by it on a given probe varies by run, so the rule itself is checked.
+    values = np.float32(log_prob.numpy())
+    one_ulp = np.nextafter(values, np.float32(0))
+    assert sm_module._max_diff(one_ulp, values, rtol=onnx_module.ONNX_RTOL) <= onnx_module.ONNX_ATOL
+    assert sm_module._max_diff(one_ulp, values, rtol=0.0) > onnx_module.ONNX_ATOL
     assert sorted(os.listdir(tmp_path)) == ["m", "onnx"]
 
 
