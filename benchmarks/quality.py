@@ -67,9 +67,13 @@ def _vector_flows(kind, event_dim, hidden_units, num_layers, logit=False):
     if kind == "MAF":
         flow = tff.models.maf(event_dim, num_layers=num_layers,
                               hidden_units=hidden_units)
-    else:
+    elif kind == "RealNVP":
         flow = tff.models.realnvp(event_dim=event_dim, num_layers=num_layers,
                                   hidden_units=hidden_units, actnorm=False)
+    else:
+        flow = tff.models.nsf(event_dim, num_layers=num_layers,
+                              hidden_units=hidden_units, actnorm=False,
+                              coupling=kind == "NSF-C")
     if logit:  # images as vectors: logit preprocessing, bits/dim
         flow = tff.Flow([L.Logit()] + flow.flow_layers, flow.event_shape,
                         num_bins=tff.data.DIGITS_NUM_BINS, name=flow.name)
@@ -135,7 +139,7 @@ BUDGETS = {
     "breast cancer (26-D)": ((32, 32), 200, 64, 1e-3),
     "digits (64-D, logit)": ((256, 256), 40, 128, 1e-3),
 }
-LAYERS = {"MAF": 5, "RealNVP": 8}
+LAYERS = {"MAF": 5, "RealNVP": 8, "NSF-AR": 5, "NSF-C": 8}
 SEEDS = (0, 1, 2)  # data split (and moons sample) and initialisation
 QUICK_BUDGET = ((16, 16), 1)  # hidden units, epochs; two layers, one seed
 

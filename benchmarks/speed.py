@@ -20,6 +20,11 @@ def architectures(event_dim, hidden_units, maf_layers, realnvp_layers):
         "RealNVP": tff.models.realnvp(event_dim=event_dim,
                                       num_layers=realnvp_layers,
                                       hidden_units=hidden_units, actnorm=False),
+        "NSF-AR": tff.models.nsf(event_dim, num_layers=maf_layers,
+                                 hidden_units=hidden_units),
+        "NSF-C": tff.models.nsf(event_dim, num_layers=realnvp_layers,
+                                hidden_units=hidden_units, coupling=True,
+                                actnorm=False),
     }
 
 

@@ -3,9 +3,13 @@
 `mirror(flow)` walks a tfflows `Flow` layer by layer and builds the TFP
 counterpart of each: `tfb.MaskedAutoregressiveFlow` over
 `tfb.AutoregressiveNetwork` for a MAF layer (wrapped in `tfb.Invert` for IAF),
-`tfb.RealNVP` over a dense network for a half-mask affine coupling, and
+`tfb.RealNVP` over a dense network for a half-mask coupling, and
 `tfb.Permute` for a permutation, with the same widths and the same order.
-TFP's networks are `tf_keras` layers, as TFP requires.
+Spline layers (NSF) become TFP's own `tfb.RationalQuadraticSpline` built
+by the same `bijector_fn` route TFP documents for neural spline flows, with
+the knots parametrised as tfflows does (same softmax widths and heights,
+same softplus derivatives), so only the spline arithmetic is TFP's. TFP's
+networks are `tf_keras` layers, as TFP requires.
 """
 
 import time
@@ -73,24 +77,70 @@ class TFPFlow(tf.Module):
 
 
 class _Dense(tf_keras.Sequential):
-    """RealNVP's conditioner: `hidden_units` relu layers, then shift and log-scale."""
+    """RealNVP's conditioner: `hidden_units` relu layers, then `num_params`
+    outputs per transformed entry, parameter-major (shift block, then
+    log-scale block), as tfflows' coupling networks lay them out."""
 
-    def __init__(self, input_size, output_size, hidden_units):
+    def __init__(self, input_size, output_size, hidden_units, num_params=2):
         super().__init__(
             [tf_keras.layers.Dense(u, activation="relu") for u in hidden_units]
-            + [tf_keras.layers.Dense(2 * output_size, kernel_initializer="zeros")])
-        self.input_size = input_size
+            + [tf_keras.layers.Dense(num_params * output_size,
+                                     kernel_initializer="zeros")])
+        self.input_size, self.num_params = input_size, num_params
 
     def shift_and_log_scale(self, x, output_units, **kwargs):
         return tuple(tf.split(self(x), 2, axis=-1))
 
+    def params(self, x, output_units):
+        """`[..., output_units, num_params]`."""
+        out = self(x)
+        out = tf.reshape(out, tf.concat(
+            [tf.shape(out)[:-1], [self.num_params, output_units]], 0))
+        return tf.linalg.matrix_transpose(out)
+
 
 class _MADE(tfb.AutoregressiveNetwork):
-    def __init__(self, event_dim, hidden_units):
-        super().__init__(params=2, event_shape=[event_dim],
+    def __init__(self, event_dim, hidden_units, params=2):
+        super().__init__(params=params, event_shape=[event_dim],
                          hidden_units=list(hidden_units), activation="relu",
                          kernel_initializer="glorot_uniform")
         self.input_size = event_dim
+
+
+def _spline(transformer, params):
+    """TFP's `RationalQuadraticSpline` for tfflows' raw parameters `[..., 3K-1]`."""
+    bins, bound = transformer.bins, transformer.tail_bound
+
+    def sizes(raw, minimum):
+        return 2 * bound * (minimum + (1 - bins * minimum) * tf.nn.softmax(raw))
+
+    offset = np.log(np.expm1(1 - transformer.min_derivative))
+    return tfb.RationalQuadraticSpline(
+        bin_widths=sizes(params[..., :bins], transformer.min_bin_width),
+        bin_heights=sizes(params[..., bins:2 * bins], transformer.min_bin_height),
+        knot_slopes=transformer.min_derivative
+        + tf.math.softplus(params[..., 2 * bins:] + offset),
+        range_min=-bound)
+
+
+def _affine(transformer, params):
+    """The affine map (latent -> data) of tfflows' raw `[t, s_raw]`."""
+    shift, log_scale = transformer.shift_and_log_scale(params)
+    if transformer.shift == "latent":  # y = (x - t) exp(s)
+        return tfb.Chain([tfb.Scale(log_scale=log_scale), tfb.Shift(-shift)])
+    return tfb.Chain([tfb.Shift(shift), tfb.Scale(log_scale=log_scale)])
+
+
+def _elementwise(transformer):
+    """`params [..., P] -> TFP bijector` for a transformer TFP cannot take
+    as `shift_and_log_scale_fn`, or None for TFP's own affine form."""
+    if transformer.name == "spline":
+        return lambda params: _spline(transformer, params)
+    if transformer.name == "affine" and transformer.shift == "latent":
+        return lambda params: _affine(transformer, params)
+    if transformer.name != "affine":
+        raise ValueError(f"No TFP counterpart for the {transformer.name} transformer")
+    return None
 
 
 def _logit(alpha):
@@ -108,16 +158,27 @@ def mirror(flow):
         if isinstance(layer, L.Logit):
             bijectors.append(_logit(layer.alpha))
         elif isinstance(layer, L.MaskedAutoregressive):
-            made = _MADE(event_dim, layer.hidden_units)
-            maf = tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=made)
+            transformer = layer.transformer
+            made = _MADE(event_dim, layer.hidden_units, transformer.num_params)
+            elementwise = _elementwise(transformer)
+            maf = (tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=made)
+                   if elementwise is None else tfb.MaskedAutoregressiveFlow(
+                       bijector_fn=lambda x, made=made, fn=elementwise: fn(made(x))))
             bijectors.append(tfb.Invert(maf) if layer.iaf else maf)
             networks.append(made)
-        elif isinstance(layer, L.AffineCoupling) and layer.mask == "half":
+        elif isinstance(layer, L.Coupling) and layer.mask == "half":
+            transformer = layer.transformer
             half = event_dim // 2
-            net = _Dense(half, event_dim - half, layer.hidden_units)
-            bijectors.append(tfb.RealNVP(
-                num_masked=-half if layer.flip else half,
-                shift_and_log_scale_fn=net.shift_and_log_scale))
+            net = _Dense(half, event_dim - half, layer.hidden_units,
+                         transformer.num_params)
+            elementwise = _elementwise(transformer)
+            bijectors.append(
+                tfb.RealNVP(num_masked=-half if layer.flip else half,
+                            shift_and_log_scale_fn=net.shift_and_log_scale)
+                if elementwise is None else
+                tfb.RealNVP(num_masked=-half if layer.flip else half,
+                            bijector_fn=lambda x, units, net=net, fn=elementwise:
+                            fn(net.params(x, units))))
             networks.append(net)
         elif isinstance(layer, L.Permutation):
             permutation = np.asarray(layer.permutation.numpy())
@@ -144,12 +205,13 @@ def copy_weights(flow, reference):
     """Loads the tfflows flow's network weights into its TFP mirror.
 
     Both store kernel, bias per dense layer in order, and both lay out the
-    outputs the same way (MADE: column `d * 2 + p`; coupling nets: shift
-    block, then log-scale block), so after the copy the two compute the same
-    density up to tfflows' soft clamp of the log-scale (`5 tanh(s / 5)`).
+    outputs the same way (MADE: column `d * P + p`; coupling nets: one block
+    per parameter), so after the copy the two compute the same density, up
+    to tfflows' soft clamp of the log-scale (`5 tanh(s / 5)`) for TFP's
+    own affine form.
     """
     layers = [l for l in flow.flow_layers
-              if isinstance(l, (L.MaskedAutoregressive, L.AffineCoupling))]
+              if isinstance(l, (L.MaskedAutoregressive, L.Coupling))]
     for layer, network in zip(layers, reference.networks, strict=True):
         for variable, value in zip(network.weights, _network_weights(layer),
                                    strict=True):

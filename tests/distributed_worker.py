@@ -24,6 +24,22 @@ def small_flow(tff, num_pairs, hidden):
     return tff.Flow(layers, event_shape=(2,))
 
 
+def mixed_flow(tff):
+    """Actnorm before each of a spline coupling (NSF-C), a spline MADE layer
+    (NSF-AR), an affine coupling and a flipped spline coupling: every
+    transformer family under one strategy (spline layers ask for XLA)."""
+    L = tff.layers
+    couplings = [L.Coupling("spline", hidden_units=(32, 32)),
+                 L.MaskedAutoregressive(hidden_units=(32, 32), transformer="spline",
+                                        seed=1),
+                 L.AffineCoupling(flip=True, hidden_units=(32, 32)),
+                 L.Coupling("spline", flip=True, hidden_units=(32, 32))]
+    layers = []
+    for layer in couplings:
+        layers += [L.ActNorm(), layer]
+    return tff.Flow(layers, event_shape=(2,))
+
+
 def actnorm_state(flow):
     return {layer.name: {"initialized": float(layer.initialized.numpy()),
                          "loc": layer.loc.numpy().tolist(),
@@ -66,7 +82,7 @@ def main():
 
     if args.mirrored:
         with strategy.scope():
-            flow = small_flow(tff, 4, (32, 32))
+            flow = mixed_flow(tff)
             flow.compile(optimizer="adam")
         captured = {}
 

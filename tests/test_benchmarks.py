@@ -29,11 +29,29 @@ def _logit_maf():
     return tff.Flow([L.Logit()] + maf.flow_layers, (6,), num_bins=17)
 
 
-@pytest.mark.parametrize("name", ["MAF", "IAF", "RealNVP", "logit+MAF"])
+def _shift_in_latent(flow):
+    """The same flow with every affine layer's shift in the latent."""
+    layers = [L.MaskedAutoregressive(hidden_units=layer.hidden_units,
+                                     transformer=tff.bijectors.transformers.Affine(
+                                         shift="latent"), seed=layer.seed)
+              if isinstance(layer, L.MaskedAutoregressive) else layer
+              for layer in flow.flow_layers]
+    return tff.Flow(layers, flow.event_shape)
+
+
+MIRRORED = {
+    **{name: lambda name=name: architectures(6, (16, 16), 3, 4)[name]
+       for name in ("MAF", "IAF", "RealNVP", "NSF-AR", "NSF-C")},
+    "logit+MAF": _logit_maf,
+    "MAF, shift in the latent": lambda: _shift_in_latent(
+        architectures(6, (16, 16), 3, 4)["MAF"]),
+}
+
+
+@pytest.mark.parametrize("name", list(MIRRORED))
 def test_tfp_mirror_computes_the_same_density(name):
     keras.utils.set_random_seed(0)
-    flow = (_logit_maf() if name == "logit+MAF"
-            else architectures(6, (16, 16), 3, 4)[name])
+    flow = MIRRORED[name]()
     flow = _perturbed(flow, 0.02)
     for layer in flow.flow_layers:
         if isinstance(layer, L.MaskedAutoregressive):
@@ -64,7 +82,9 @@ def test_quick_run_writes_every_table(tmp_path):
     for heading in ("Training throughput", "Sampling and density", "Where the time went",
                     "Serving `log_prob` latency", "Held-out density quality"):
         assert f"## {heading}" in report
-    for row in ("MAF fit", "RealNVP fit", "IAF sample", "IAF vs MAF sampling",
+    for row in ("MAF fit", "RealNVP fit", "NSF-AR fit", "NSF-C fit",
+                "NSF-AR epoch time ÷ MAF's", "NSF-AR sample", "NSF-C log_prob",
+                "| NSF-AR | NLL (nats)", "| NSF-C | bits/dim", "IAF sample", "IAF vs MAF sampling",
                 "IAF (tfflows) vs MAF (TFP) sampling", "IAF sampling's floor",
                 "MAF log_prob", "RealNVP ONNX Runtime, batch 1",
                 "breast cancer (26-D)", "digits (64-D, logit)"):

@@ -109,6 +109,9 @@ def _assert_same_weights(a, b, atol):
 
 # -- one machine, two devices: plain Flow.fit --------------------------------
 def test_mirrored_fit_matches_one_device(tmp_path):
+    # The flow mixes spline couplings, a spline MADE layer and an affine
+    # coupling, each after an actnorm (distributed_worker.mixed_flow), and
+    # trains with XLA, as `compile` chooses for spline layers on CPU.
     # 3200 training examples: 25 full batches of 128, 64 per device. (With
     # a ragged last batch Keras averages the two devices' means unweighted,
     # so the weights would drift apart slightly more.)

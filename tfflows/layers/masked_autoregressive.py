@@ -5,6 +5,7 @@ import numpy as np
 
 from tfflows import bijectors as tfb_
 from tfflows import nn
+from tfflows.bijectors import transformers
 from tfflows.layers._transformer import make_transformer, transformer_config
 from tfflows.layers.base import FlowLayer, build_network
 
@@ -24,9 +25,14 @@ class MaskedAutoregressive(FlowLayer):
     Owns the `tfflows.nn.MADE` of a `tfflows.bijectors.Autoregressive`,
     with the transformer's `num_params` outputs per dimension: 2 (shift and
     log-scale) for "affine" (MAF), 1 for "additive", `3K - 1` for "spline"
-    (NSF-AR). Its output kernel starts random at about a third of
-    Glorot-uniform's range (variance scale 0.1), so a fresh layer is a mild
-    random autoregressive map, not the identity. Held-out NLL of
+    (NSF-AR). With the spline the output kernel starts at zero, so a fresh
+    NSF-AR layer is exactly the identity: held-out NLL of 3-layer NSF-ARs
+    (32 x 32) at output scale 0 / 0.1, seeds 0 / 1 / 2, reshuffled batches:
+    two moons 1.42 / 1.40 / 1.38 against 1.35 / 1.42 / 1.40, whitened breast
+    cancer (5 layers) 39.05 / 38.24 / 41.64 against 39.10 / 38.23 / 41.73,
+    no cost. With the other transformers the output kernel starts random at
+    about a third of Glorot-uniform's range (variance scale 0.1), so a fresh
+    layer is a mild random autoregressive map, not the identity. Held-out NLL of
     5-layer affine MAFs (`python -m benchmarks` data, median of three seeds) for
     output variance scales 0 / 0.01 / 0.1 / 0.3 / 1 (Glorot, TFP's MADE):
     two moons 1.8-2.0 (one seed) / 1.75 / 1.51 / 1.49 / 1.35; whitened
@@ -80,13 +86,16 @@ class MaskedAutoregressive(FlowLayer):
             raise ValueError("MaskedAutoregressive acts on vectors [batch, D]. "
                              f"Received: input_shape={tuple(input_shape)}")
         event_size = input_shape[-1]
+        output_init = ("zeros" if isinstance(self._transformer,
+                                             transformers.RationalQuadraticSpline)
+                       else keras.initializers.VarianceScaling(
+                           scale=0.1, mode="fan_avg", distribution="uniform"))
         self.made = nn.MADE(event_size, num_params=self._transformer.num_params,
                             hidden_units=self.hidden_units,
                             input_order=self.input_order,
                             activation=self.activation,
                             context_dim=self.context_dim, seed=self.seed,
-                            output_kernel_initializer=keras.initializers.VarianceScaling(
-                                scale=0.1, mode="fan_avg", distribution="uniform"),
+                            output_kernel_initializer=output_init,
                             dtype=self.dtype_policy, name="made")
         build_network(self.made, input_shape, self.context_dim,
                       self.compute_dtype)

@@ -23,10 +23,18 @@ class Affine(Transformer):
 
     ```none
     s = c * tanh(s_raw / c)                  (c = log_scale_clamp)
-    forward:  y = x * exp(s) + t
-    inverse:  x = (y - t) * exp(-s)
+    shift="data":    forward y = x * exp(s) + t,    inverse x = (y - t) * exp(-s)
+    shift="latent":  forward y = (x - t) * exp(s),  inverse x = y * exp(-s) + t
     log|dy/dx| = s
     ```
+
+    `forward` runs latent -> data (TFP's direction), so with "data" the
+    network's shift `t` is in data units, as in RealNVP's and TFP's
+    `MaskedAutoregressiveFlow`, and with "latent" it is added to the latent
+    (the density direction computes `x = y exp(-s) + t`), as in zuko's MAF.
+    The two describe the same maps but train differently: the gradient of
+    the NLL with respect to `t` carries a factor `exp(-s)` with "data" and
+    none with "latent".
 
     Parameters per entry: 2, in the order `[t, s_raw]` (shift, raw
     log-scale); zeros are the identity.
@@ -38,12 +46,18 @@ class Affine(Transformer):
     Args:
       log_scale_clamp: bound `c` of the soft clamp (default 5, so `exp(s)`
         stays in `[e^-5, e^5]`); None disables it.
+      shift: "data" (default) or "latent": where the shift applies (above).
     """
 
     name = "affine"
+    SHIFTS = ("data", "latent")
 
-    def __init__(self, log_scale_clamp=5.0):
+    def __init__(self, log_scale_clamp=5.0, shift="data"):
         self.log_scale_clamp = validate_clamp(log_scale_clamp)
+        if shift not in self.SHIFTS:
+            raise ValueError(f"shift must be one of {self.SHIFTS}. Received: "
+                             f"shift={shift!r}")
+        self.shift = shift
 
     @property
     def num_params(self):
@@ -55,11 +69,15 @@ class Affine(Transformer):
 
     def _forward(self, x, params):
         shift, log_scale = self.shift_and_log_scale(params)
+        if self.shift == "latent":
+            return affine_forward(x - shift, 0.0, log_scale), log_scale
         return affine_forward(x, shift, log_scale), log_scale
 
     def _inverse(self, y, params):
         shift, log_scale = self.shift_and_log_scale(params)
+        if self.shift == "latent":
+            return affine_inverse(y, 0.0, log_scale) + shift, -log_scale
         return affine_inverse(y, shift, log_scale), -log_scale
 
     def get_config(self):
-        return {"log_scale_clamp": self.log_scale_clamp}
+        return {"log_scale_clamp": self.log_scale_clamp, "shift": self.shift}
