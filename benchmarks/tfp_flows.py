@@ -131,12 +131,14 @@ def _affine(transformer, params):
     return tfb.Chain([tfb.Shift(shift), tfb.Scale(log_scale=log_scale)])
 
 
-def _elementwise(transformer):
+def _elementwise(transformer, exact):
     """`params [..., P] -> TFP bijector` for a transformer TFP cannot take
-    as `shift_and_log_scale_fn`, or None for TFP's own affine form."""
+    as `shift_and_log_scale_fn`, or None for TFP's own affine form (the
+    shift in the data), which stands in for either affine form unless
+    `exact`."""
     if transformer.name == "spline":
         return lambda params: _spline(transformer, params)
-    if transformer.name == "affine" and transformer.shift == "latent":
+    if transformer.name == "affine" and transformer.shift == "latent" and exact:
         return lambda params: _affine(transformer, params)
     if transformer.name != "affine":
         raise ValueError(f"No TFP counterpart for the {transformer.name} transformer")
@@ -149,9 +151,14 @@ def _logit(alpha):
                       tfb.Sigmoid()])
 
 
-def mirror(flow):
+def mirror(flow, exact=False):
     """The TFP counterpart of a vector `Flow` made of logit, MAF/IAF,
-    half-coupling and permutation layers (no actnorm: TFP has none)."""
+    half-coupling and permutation layers (no actnorm: TFP has none).
+
+    Affine layers become TFP's own `shift_and_log_scale_fn` form (the shift
+    in the data), what a TFP user trains, whichever form the tfflows layer
+    uses; `exact=True` builds tfflows' form instead, so that `copy_weights`
+    gives the same density."""
     (event_dim,) = flow.event_shape
     bijectors, networks = [], []
     for layer in flow.flow_layers:
@@ -160,7 +167,7 @@ def mirror(flow):
         elif isinstance(layer, L.MaskedAutoregressive):
             transformer = layer.transformer
             made = _MADE(event_dim, layer.hidden_units, transformer.num_params)
-            elementwise = _elementwise(transformer)
+            elementwise = _elementwise(transformer, exact)
             maf = (tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=made)
                    if elementwise is None else tfb.MaskedAutoregressiveFlow(
                        bijector_fn=lambda x, made=made, fn=elementwise: fn(made(x))))
@@ -171,7 +178,7 @@ def mirror(flow):
             half = event_dim // 2
             net = _Dense(half, event_dim - half, layer.hidden_units,
                          transformer.num_params)
-            elementwise = _elementwise(transformer)
+            elementwise = _elementwise(transformer, exact)
             bijectors.append(
                 tfb.RealNVP(num_masked=-half if layer.flip else half,
                             shift_and_log_scale_fn=net.shift_and_log_scale)

@@ -62,7 +62,7 @@ class AffineCoupling(Coupling):
                  validate_args=False, name="affine_coupling"):
         parameters = dict(locals())
         super().__init__(shift_and_log_scale_fn, event_shape,
-                         transformer=Affine(log_scale_clamp), mask=mask,
+                         transformer=Affine(log_scale_clamp, shift="data"), mask=mask,
                          num_masked=num_masked, flip=flip,
                          validate_args=validate_args, name=name,
                          parameters=parameters)

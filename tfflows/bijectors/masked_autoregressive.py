@@ -73,7 +73,7 @@ class MaskedAutoregressive(Autoregressive):
             raise ValueError(
                 "shift_and_log_scale_fn must be callable. Received: "
                 f"{shift_and_log_scale_fn!r}")
-        super().__init__(shift_and_log_scale_fn, transformer=Affine(log_scale_clamp),
+        super().__init__(shift_and_log_scale_fn, transformer=Affine(log_scale_clamp, shift="data"),
                          event_size=event_size, iaf=iaf,
                          make_step_fn=make_step_fn, validate_args=validate_args,
                          name=name, parameters=parameters)

@@ -2,7 +2,7 @@
 
 from tfflows.bijectors import transformers
 
-__all__ = ["make_transformer", "transformer_config"]
+__all__ = ["make_transformer", "transformer_config", "upgrade_config"]
 
 
 def make_transformer(transformer, spline_bins=None, tail_bound=None):
@@ -33,9 +33,23 @@ def make_transformer(transformer, spline_bins=None, tail_bound=None):
 
 
 def transformer_config(transformer):
-    """JSON-friendly form of a layer's `transformer` argument."""
-    if isinstance(transformer, str):
-        return transformer
-    if isinstance(transformer, transformers.Transformer):
-        return transformers.serialize(transformer)
-    return {"name": transformer["name"], "config": dict(transformer["config"])}
+    """A layer's config entry for its `Transformer`: the full
+    `transformers.serialize` dict, so the config does not depend on the
+    defaults of the code that loads it."""
+    return transformers.serialize(transformer)
+
+
+# How configs written before `Affine(shift=...)` existed name the affine
+# transformer; those layers were trained with the shift in the data.
+_LEGACY_AFFINE = {"name": "affine", "config": {"log_scale_clamp": 5.0,
+                                                "shift": "data"}}
+
+
+def upgrade_config(config):
+    """A layer config with its transformer in today's form: the bare name
+    "affine" (or no transformer at all) of older configs becomes the data-
+    shift affine they were saved with. Other entries are kept as they are."""
+    config = dict(config)
+    if config.get("transformer", "affine") == "affine":
+        config["transformer"] = _LEGACY_AFFINE
+    return config

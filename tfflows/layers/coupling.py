@@ -6,7 +6,9 @@ import keras
 from tfflows import bijectors as tfb_
 from tfflows import nn
 from tfflows.bijectors.masks import make_mask
-from tfflows.layers._transformer import make_transformer, transformer_config
+from tfflows.bijectors import transformers
+from tfflows.layers._transformer import (make_transformer, transformer_config,
+                                         upgrade_config)
 from tfflows.layers.base import FlowLayer, build_network
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "Coupling"]
@@ -44,8 +46,6 @@ class Coupling(FlowLayer):
                  hidden_channels=64, context_dim=None, **kwargs):
         super().__init__(context_dim=context_dim, **kwargs)
         self._transformer = make_transformer(transformer, spline_bins, tail_bound)
-        self._transformer_args = (transformer_config(transformer), spline_bins,
-                                  tail_bound)
         self.mask = mask
         self.flip = bool(flip)
         self.num_masked = num_masked
@@ -95,14 +95,16 @@ class Coupling(FlowLayer):
                              flip=self.flip, name=self.name)
 
     def get_config(self):
-        transformer, spline_bins, tail_bound = self._transformer_args
         return {**super().get_config(),
-                "transformer": transformer_config(transformer),
-                "spline_bins": spline_bins, "tail_bound": tail_bound,
+                "transformer": transformer_config(self._transformer),
                 "mask": self.mask, "flip": self.flip,
                 "num_masked": self.num_masked,
                 "hidden_units": list(self.hidden_units),
                 "hidden_channels": self.hidden_channels}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**upgrade_config(config))
 
 
 class _FixedCoupling(Coupling):
@@ -113,17 +115,22 @@ class _FixedCoupling(Coupling):
 
     def __init__(self, mask="half", flip=False, num_masked=None,
                  hidden_units=(64, 64), hidden_channels=64, context_dim=None,
-                 **kwargs):
-        super().__init__(self._transformer_name, mask=mask, flip=flip,
+                 transformer_options=None, **kwargs):
+        super().__init__(transformers.get(self._transformer_name,
+                                          **(transformer_options or {})),
+                         mask=mask, flip=flip,
                          num_masked=num_masked, hidden_units=hidden_units,
                          hidden_channels=hidden_channels,
                          context_dim=context_dim, **kwargs)
 
     def get_config(self):
         config = super().get_config()
-        for key in ("transformer", "spline_bins", "tail_bound"):
-            del config[key]
+        del config["transformer"]
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="tfflows")
@@ -150,7 +157,26 @@ class AffineCoupling(_FixedCoupling):
     `transformer="affine"`, its network zero-initialised so the layer starts
     as the identity.
 
-    Args: as `AdditiveCoupling`.
+    Args: as `AdditiveCoupling`, and
+      shift: "latent" (default) or "data", where the network's shift applies
+        (`tfflows.bijectors.transformers.Affine`); configs saved before
+        this argument existed load as "data".
     """
 
     _transformer_name = "affine"
+
+    def __init__(self, mask="half", flip=False, num_masked=None,
+                 hidden_units=(64, 64), hidden_channels=64, context_dim=None,
+                 shift="latent", **kwargs):
+        super().__init__(mask=mask, flip=flip, num_masked=num_masked,
+                         hidden_units=hidden_units,
+                         hidden_channels=hidden_channels,
+                         context_dim=context_dim,
+                         transformer_options={"shift": shift}, **kwargs)
+
+    def get_config(self):
+        return {**super().get_config(), "shift": self.transformer.shift}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{"shift": "data", **config})  # older configs: no shift

@@ -6,7 +6,8 @@ import numpy as np
 from tfflows import bijectors as tfb_
 from tfflows import nn
 from tfflows.bijectors import transformers
-from tfflows.layers._transformer import make_transformer, transformer_config
+from tfflows.layers._transformer import (make_transformer, transformer_config,
+                                         upgrade_config)
 from tfflows.layers.base import FlowLayer, build_network
 
 __all__ = ["MaskedAutoregressive"]
@@ -72,8 +73,6 @@ class MaskedAutoregressive(FlowLayer):
             seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
         self.seed = int(seed)
         self._transformer = make_transformer(transformer, spline_bins, tail_bound)
-        self._transformer_args = (transformer_config(transformer), spline_bins,
-                                  tail_bound)
         self.made = None
 
     @property
@@ -118,10 +117,12 @@ class MaskedAutoregressive(FlowLayer):
 
     def get_config(self):
         order = self.input_order
-        transformer, spline_bins, tail_bound = self._transformer_args
         return {**super().get_config(), "hidden_units": list(self.hidden_units),
                 "iaf": self.iaf,
                 "input_order": order if isinstance(order, str) else list(order),
                 "activation": self.activation, "seed": self.seed,
-                "transformer": transformer_config(transformer),
-                "spline_bins": spline_bins, "tail_bound": tail_bound}
+                "transformer": transformer_config(self._transformer)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**upgrade_config(config))

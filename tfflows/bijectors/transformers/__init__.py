@@ -9,7 +9,8 @@ bijector (`tfflows.bijectors.Autoregressive`) take any of them, as distrax's
 `MaskedCoupling(mask, conditioner, bijector)` and zuko's `univariate=` do.
 
 - `"additive"`: `Additive`, `y = x + t` (NICE).
-- `"affine"`: `Affine`, `y = x exp(s) + t`, soft-clamped `s` (RealNVP, MAF).
+- `"affine"`: `Affine`, `y = (x - t) exp(s)` (or `x exp(s) + t`),
+  soft-clamped `s` (RealNVP, MAF).
 - `"spline"`: `RationalQuadraticSpline` (Neural Spline Flows).
 
 A new transformer is one `Transformer` subclass added to `TRANSFORMERS`.
@@ -65,4 +66,12 @@ def deserialize(config):
     if set(config) != {"name", "config"}:
         raise ValueError("A transformer config has keys 'name' and 'config'. "
                          f"Received: {config!r}")
-    return get(config["name"], **config["config"])
+    name = config["name"]
+    if name not in TRANSFORMERS:
+        raise ValueError(f"transformer must be one of {sorted(TRANSFORMERS)}. "
+                         f"Received: {config!r}")
+    try:
+        return TRANSFORMERS[name].from_config(config["config"])
+    except TypeError as error:
+        raise ValueError(f"Bad arguments for transformer {name!r}: {error}. "
+                         f"Received: {config['config']}") from None

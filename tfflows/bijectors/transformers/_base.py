@@ -67,6 +67,11 @@ class Transformer:
     def get_config(self):
         return {}
 
+    @classmethod
+    def from_config(cls, config):
+        """The transformer `get_config` describes."""
+        return cls(**config)
+
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"

@@ -34,7 +34,12 @@ class Affine(Transformer):
     (the density direction computes `x = y exp(-s) + t`), as in zuko's MAF.
     The two describe the same maps but train differently: the gradient of
     the NLL with respect to `t` carries a factor `exp(-s)` with "data" and
-    none with "latent".
+    none with "latent". "latent" is the default: test NLL (median of three
+    seeds, `python -m benchmarks` data and budgets) with "data" / "latent":
+    5-layer MAF, digits as 64-D vectors 2.262 / 2.238 bits/dim (better on
+    every seed, about 1 nat), two moons 1.53 / 1.43, whitened breast cancer
+    38.80 / 38.82 nats; 8-coupling RealNVP 2.236 / 2.212, 1.245 / 1.243,
+    38.47 / 38.46.
 
     Parameters per entry: 2, in the order `[t, s_raw]` (shift, raw
     log-scale); zeros are the identity.
@@ -46,13 +51,15 @@ class Affine(Transformer):
     Args:
       log_scale_clamp: bound `c` of the soft clamp (default 5, so `exp(s)`
         stays in `[e^-5, e^5]`); None disables it.
-      shift: "data" (default) or "latent": where the shift applies (above).
+      shift: "latent" (default) or "data": where the shift applies (above).
+        Configs saved before this option existed load as "data", the form
+        they were trained with.
     """
 
     name = "affine"
     SHIFTS = ("data", "latent")
 
-    def __init__(self, log_scale_clamp=5.0, shift="data"):
+    def __init__(self, log_scale_clamp=5.0, shift="latent"):
         self.log_scale_clamp = validate_clamp(log_scale_clamp)
         if shift not in self.SHIFTS:
             raise ValueError(f"shift must be one of {self.SHIFTS}. Received: "
@@ -81,3 +88,7 @@ class Affine(Transformer):
 
     def get_config(self):
         return {"log_scale_clamp": self.log_scale_clamp, "shift": self.shift}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{"shift": "data", **config})  # older configs: no shift
