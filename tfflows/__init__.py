@@ -7,6 +7,7 @@
     tff.data                       # embedded datasets and loaders
     tff.distributions              # base distributions (StandardNormal)
     tff.objectives                 # maximum likelihood, reverse KL
+    tff.vi                         # variational inference: fit a flow to a density
 """
 
 from tfflows import bijectors
@@ -20,7 +21,8 @@ from tfflows import models
 from tfflows import export
 from tfflows import testing
 from tfflows import train
+from tfflows import vi
 
 __version__ = "0.1.0"
 
-__all__ = ["Flow", "bijectors", "data", "distributions", "export", "layers", "models", "nn", "objectives", "testing", "train", "__version__"]
+__all__ = ["Flow", "bijectors", "data", "distributions", "export", "layers", "models", "nn", "objectives", "testing", "train", "vi", "__version__"]
