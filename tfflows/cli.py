@@ -140,10 +140,8 @@ def _metrics(args, flow, history, x, x_train, x_test, num_bins):
 
     from tfflows import data
 
-    test = x_test
-    if num_bins:
-        from tfflows.bijectors import bits_per_dim, uniform_dequantize
-        test = uniform_dequantize(x_test, num_bins, seed=(args.seed, 1))
+    objective = flow.objective
+    test = objective.dequantize(x_test, seed=(args.seed, 1))
     log_prob = np.asarray(flow.log_prob(test))
     if not np.all(np.isfinite(log_prob)):
         raise CommandError(f"the trained flow gives a non-finite log-density to "
@@ -151,8 +149,7 @@ def _metrics(args, flow, history, x, x_train, x_test, num_bins):
                            "nothing was written (try a smaller --learning-rate)")
     metrics = {"flow": args.flow, "data": args.data, "epochs": args.epochs}
     if num_bins:
-        dims = int(np.prod(x.shape[1:]))
-        bpd = float(tf.reduce_mean(bits_per_dim(log_prob, dims, num_bins)))
+        bpd = float(tf.reduce_mean(objective.bits_per_dim(log_prob)))
         # Images: `nll` (from fit) is the continuous density of the pixels
         # scaled to [0, 1]; bits/dim is the discrete data's figure papers
         # report, with the bin width and every preprocessing Jacobian counted.

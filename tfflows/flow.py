@@ -2,24 +2,39 @@
 
 import functools
 import inspect
-import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfflows.bijectors.logit import bits_per_dim, uniform_dequantize
+from tfflows.distributions import StandardNormal, as_base
+from tfflows.layers.base import bound
+from tfflows.objectives import MaximumLikelihood, split_inputs
 
-__all__ = ["Flow"]
+__all__ = ["Flow", "xla_by_default"]
 
 tfb, tfd = tfp.bijectors, tfp.distributions
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 AUTO_STEPS_PER_EXECUTION = 16
 
 
 def _cpu_only():
     return all(d.device_type == "CPU" for d in tf.config.list_physical_devices())
+
+
+def xla_by_default(flow_layers):
+    """What `jit_compile="auto"` means for a training step over `flow_layers`.
+
+    On CPU-only hosts, where Keras's own "auto" never uses XLA: True when a
+    layer gains from it (`FlowLayer.xla_on_cpu`), else False. With a GPU or
+    TPU: "auto", Keras's own choice. Off under a strategy with several
+    replicas (XLA cannot reach the replicas' variables on other devices).
+    """
+    if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        return False
+    if _cpu_only():
+        return any(l.xla_on_cpu for l in flow_layers)
+    return "auto"
 
 
 def _as_graph_when_eager(method):
@@ -132,12 +147,14 @@ class Flow(keras.Model):
     is deterministic. Before the first step `fit` initialises every actnorm
     layer from the first batch.
 
-    The logged `loss` equals `nll`, so callbacks can monitor `"val_loss"`
+    The objective is `flow.objective`, a
+    `tfflows.objectives.MaximumLikelihood` (which `distributed_fit` and the
+    command line use too). The logged `loss` equals `nll`, so callbacks can monitor `"val_loss"`
     as usual; to monitor `"val_nll"` or `"val_bits_per_dim"` pass
     `mode="min"` (Keras infers the direction only for compiled metrics).
 
-    Called eagerly, `log_prob`, `sample`, `encode`, `decode` and
-    `encode_and_log_det` run as cached `tf.function` graphs, as `predict`
+    Called eagerly, `log_prob`, `sample`, `sample_and_log_prob`, `encode`,
+    `decode` and `encode_and_log_det` run as cached `tf.function` graphs, as `predict`
     does; set `flow.run_eagerly = True` to step through them in Python.
 
     Args:
@@ -147,9 +164,10 @@ class Flow(keras.Model):
         inputs are then `{"x": x, "context": c}`.
       num_bins: pixel levels for image flows (enables dequantization and
         `bits_per_dim`), or None.
-      base_distribution: a TFP distribution over `event_shape` (default
-        standard normal). Flows with a custom base cannot be saved to
-        `.keras`.
+      base_distribution: a TFP distribution over `event_shape`, or a
+        `tfflows.distributions` base object (default
+        `tfflows.distributions.StandardNormal`). Flows with another base
+        than the default cannot be saved to `.keras`.
     """
 
     def __init__(self, layers, event_shape, context_dim=None, num_bins=None,
@@ -160,7 +178,9 @@ class Flow(keras.Model):
         self.event_shape = tuple(int(d) for d in event_shape)
         self.context_dim = context_dim
         self.num_bins = num_bins
-        self._custom_base = base_distribution
+        self.base = as_base(base_distribution, self.event_shape, self.compute_dtype)
+        self.objective = MaximumLikelihood(self.event_shape, num_bins,
+                                           dtype=self.compute_dtype)
         self.nll_tracker = keras.metrics.Mean(name="nll")
         self.bpd_tracker = (keras.metrics.Mean(name="bits_per_dim")
                             if num_bins else None)
@@ -187,40 +207,44 @@ class Flow(keras.Model):
 
     @property
     def base_distribution(self):
-        if self._custom_base is not None:
-            return self._custom_base
-        return tfd.Sample(tfd.Normal(tf.zeros([], self.compute_dtype),
-                                     tf.ones([], self.compute_dtype)),
-                          sample_shape=self.event_shape)
+        """The base distribution as a TFP distribution (`flow.base.distribution`)."""
+        return self.base.distribution
 
     def bijector(self, context=None):
-        """The flow as one TFP bijector (latent -> data), bound to the weights."""
-        return tfb.Chain([l.make_bijector(context) for l in self.flow_layers],
-                         name=self.name)
+        """The flow as one TFP bijector (latent -> data), bound to the weights.
+
+        Its `variables` / `trainable_variables` are the flow's own (the
+        `tf.Variable`s behind the layers' Keras variables), so TFP code that
+        collects a module's variables (`tfp.vi.fit_surrogate_posterior`,
+        `tfp.math.minimize`) trains the flow.
+        """
+        chain = tfb.Chain([l.make_bijector(context) for l in self.flow_layers],
+                          name=self.name)
+        # tf.Module finds variables in attributes; TFP cannot walk into the
+        # Keras layers the bijectors' closures hold.
+        chain._flow_variables = tuple(bound(v) for v in self.weights)
+        return chain
 
     @property
     def distribution(self):
-        """A `tfd.TransformedDistribution` over the same chain."""
+        """A `tfd.TransformedDistribution` over the same chain.
+
+        Trainable by TFP: its `trainable_variables` are the flow's, so
+        `tfp.vi.fit_surrogate_posterior(target, flow.distribution, optimizer,
+        num_steps)` fits the flow; usable as a component of a
+        `tfd.JointDistribution*`.
+        """
         if self.context_dim is not None:
             raise ValueError("A conditional flow has one distribution per "
                              "context: use flow.distribution_given(context)")
-        return tfd.TransformedDistribution(self.base_distribution, self.bijector())
+        return tfd.TransformedDistribution(self.base.distribution, self.bijector())
 
     def distribution_given(self, context):
         """The conditional distribution `p(x | context)` as a TFP distribution."""
         return tfd.TransformedDistribution(
-            self.base_distribution, self.bijector(self._check_context(context)))
+            self.base.distribution, self.bijector(self.check_context(context)))
 
     # -- inputs -----------------------------------------------------------------
-    def _split_inputs(self, inputs):
-        if isinstance(inputs, dict):
-            unknown = set(inputs) - {"x", "context"}
-            if unknown or "x" not in inputs:
-                raise ValueError("Flow inputs must be a tensor or a dict with "
-                                 f"keys 'x' and 'context'. Received keys: "
-                                 f"{sorted(inputs)}")
-            return inputs["x"], inputs.get("context")
-        return inputs, None
 
     def _check_x(self, x, name="x"):
         x = tf.convert_to_tensor(x, dtype_hint=self.compute_dtype)
@@ -238,7 +262,18 @@ class Flow(keras.Model):
             raise ValueError(f"{name} must have shape [batch, {', '.join(map(str, expected))}]"
                              f" for this flow. Received: {name}.shape={shape}")
 
-    def _check_context(self, context, batch=None):
+    def check_context(self, context, batch=None):
+        """Validates a context for this flow; returns it as a tensor or None.
+
+        Args:
+          context: None for unconditional flows; `[K]` or `[batch, K]`.
+          batch: number of rows to broadcast a `[K]` context to (then the
+            result is `[batch, K]`); None keeps a `[K]` context unbatched.
+
+        Raises:
+          ValueError: a context for an unconditional flow, none for a
+            conditional one, or the wrong shape.
+        """
         if self.context_dim is None:
             if context is not None:
                 raise ValueError("This flow is not conditional (context_dim=None) "
@@ -266,7 +301,7 @@ class Flow(keras.Model):
     def encode_and_log_det(self, x, context=None):
         """data -> latent: `(z, log|det dz/dx|)`; one network call per layer."""
         x = self._check_x(x)
-        context = self._check_context(context, tf.shape(x)[0])
+        context = self.check_context(context, tf.shape(x)[0])
         chain = self.bijector(context)
         z = chain.inverse(x)
         ldj = chain.inverse_log_det_jacobian(x, event_ndims=self.event_ndims)
@@ -281,16 +316,13 @@ class Flow(keras.Model):
     def decode(self, z, context=None):
         """latent -> data, the exact inverse of `encode`."""
         z = self._check_x(z, "z")
-        context = self._check_context(context, tf.shape(z)[0])
+        context = self.check_context(context, tf.shape(z)[0])
         return self.bijector(context).forward(z)
 
     def base_log_prob(self, z):
-        """Base log-density; plain ops for the default normal (ONNX-friendly)."""
-        if self._custom_base is not None:
-            return self._custom_base.log_prob(z)
-        axes = list(range(-self.event_ndims, 0))
-        size = float(np.prod(self.event_shape))
-        return -0.5 * tf.reduce_sum(tf.square(z), axis=axes) - size * _HALF_LOG_2PI
+        """Base log-density `flow.base.log_prob(z)` (plain ops by default,
+        ONNX-friendly)."""
+        return self.base.log_prob(z)
 
     @_as_graph_when_eager
     def log_prob(self, x, context=None):
@@ -308,19 +340,35 @@ class Flow(keras.Model):
           seed: int for reproducible (stateless) sampling, or None.
           context: `[K]` (all draws) or `[num_samples, K]` for conditional flows.
         """
-        temperature = tf.cast(temperature, self.compute_dtype)
-        shape = tf.concat([[num_samples], self.event_shape], 0)
-        if self._custom_base is None:
-            eps = (tf.random.normal(shape, dtype=self.compute_dtype) if seed is None
-                   else tf.random.stateless_normal(
-                       shape, tf.stack([tf.cast(seed, tf.int64), 0]),
-                       dtype=self.compute_dtype))
-            z = temperature * eps
-        else:
-            base = self._custom_base
-            draws = base.sample(num_samples, seed=None if seed is None else (seed, 0))
-            z = base.mean() + temperature * (draws - base.mean())
+        z = self.base.sample(num_samples, temperature, seed)
         return self.decode(z, context)
+
+    @_as_graph_when_eager
+    def sample_and_log_prob(self, num_samples, seed=None, context=None):
+        """Draws `num_samples` examples and their log-density, in one pass.
+
+        `z ~ base`, `x = decode(z)`, and
+        `log q(x) = base.log_prob(z) - log|det dx/dz|`: the log-det comes
+        from the same forward pass as `x` (each layer's bijector computes
+        both in one call and TFP's cache keeps it), so no inverse is run:
+        one network call per layer for IAF, where `log_prob` of new points
+        takes D. Gradients flow through `x` and `log q` (reparametrised),
+        as reverse-KL training needs.
+
+        Args:
+          num_samples: how many.
+          seed: int (or pair) for reproducible (stateless) sampling, or None.
+          context: `[K]` (all draws) or `[num_samples, K]` for conditional flows.
+
+        Returns:
+          `(x, log_prob)`: `[num_samples, *event_shape]` and `[num_samples]`.
+        """
+        z = self.base.sample(num_samples, 1.0, seed)
+        context = self.check_context(context, tf.shape(z)[0])
+        chain = self.bijector(context)
+        x = chain.forward(z)
+        log_det = chain.forward_log_det_jacobian(z, event_ndims=self.event_ndims)
+        return x, self.base.log_prob(z) - tf.broadcast_to(log_det, tf.shape(z)[:1])
 
     # -- Keras ----------------------------------------------------------------
     def compile(self, optimizer="adam", jit_compile="auto",
@@ -362,10 +410,8 @@ class Flow(keras.Model):
         # and Keras's multi-step loop fails there (TF 2.21, Keras 3.15).
         single = tf.distribute.get_strategy().num_replicas_in_sync == 1
         if jit_compile == "auto":
-            if not single or kwargs.get("run_eagerly", False):
-                jit_compile = False
-            elif _cpu_only():
-                jit_compile = any(l.xla_on_cpu for l in self.flow_layers)
+            jit_compile = (False if kwargs.get("run_eagerly", False)
+                           else xla_by_default(self.flow_layers))
         if steps_per_execution == "auto":
             steps_per_execution = AUTO_STEPS_PER_EXECUTION if single else 1
         super().compile(optimizer=optimizer, jit_compile=jit_compile,
@@ -394,12 +440,12 @@ class Flow(keras.Model):
         self.compile(**config)
 
     def call(self, inputs, training=None):
-        x, context = self._split_inputs(inputs)
+        x, context = split_inputs(inputs)
         return self.log_prob(x, context)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
                      training=True):
-        loss = -tf.reduce_mean(y_pred)
+        loss = self.objective.loss(y_pred)
         if self.losses:
             loss = loss + tf.add_n(self.losses)
         # As Keras's own losses do: under tf.distribute the replicas' gradients
@@ -408,27 +454,16 @@ class Flow(keras.Model):
         return loss / replicas if replicas > 1 else loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        self.nll_tracker.update_state(-y_pred)
-        if self.bpd_tracker is not None:
-            self.bpd_tracker.update_state(bits_per_dim(
-                y_pred, int(np.prod(self.event_shape)), self.num_bins))
+        trackers = {"nll": self.nll_tracker, "bits_per_dim": self.bpd_tracker}
+        for name, values in self.objective.metrics(y_pred).items():
+            trackers[name].update_state(values)
         return self.get_metrics_result()
 
-    def _dequantize(self, data):
-        if not self.num_bins:
-            return data
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        pixels, context = self._split_inputs(x)
-        pixels = tf.cast(pixels, self.compute_dtype)
-        pixels = uniform_dequantize(pixels, self.num_bins)
-        x = pixels if context is None else {"x": pixels, "context": context}
-        return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
-
     def train_step(self, data):
-        return super().train_step(self._dequantize(data))
+        return super().train_step(self.objective.prepare(data))
 
     def test_step(self, data):
-        return super().test_step(self._dequantize(data))
+        return super().test_step(self.objective.prepare(data))
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto",
             callbacks=None, validation_split=0.0, validation_data=None,
@@ -478,7 +513,7 @@ class Flow(keras.Model):
                 raise ValueError(f"{name} must hold inputs only (no targets); "
                                  f"received a tuple of {len(batch)}")
             batch = batch[0]
-        x, context = self._split_inputs(batch)
+        x, context = split_inputs(batch)
         if (context is None) != (self.context_dim is None):
             raise ValueError(f"{name} must be a dict {{'x', 'context'}} for a "
                              "conditional flow, and plain x otherwise")
@@ -511,10 +546,8 @@ class Flow(keras.Model):
         without training. Layers already initialised (e.g. after a reload)
         are left alone.
         """
-        h = self._check_x(x)
-        if self.num_bins:
-            h = uniform_dequantize(h, self.num_bins)
-        context = self._check_context(context, tf.shape(h)[0])
+        h = self.objective.dequantize(self._check_x(x))
+        context = self.check_context(context, tf.shape(h)[0])
         for layer in self.flow_layers:
             h = layer.initialize_from(h, context)
 
@@ -530,7 +563,7 @@ class Flow(keras.Model):
         return children
 
     def get_config(self):
-        if self._custom_base is not None:
+        if not isinstance(self.base, StandardNormal):
             raise ValueError("A Flow with a custom base_distribution cannot be "
                              "serialized; only the default standard normal is")
         return {**super().get_config(),

@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfflows.bijectors.logit import bits_per_dim
 from tfflows.flow import Flow
+from tfflows.objectives import split_inputs
 
 __all__ = ["distributed_fit"]
 
@@ -21,7 +21,8 @@ def distributed_fit(flow, dataset, strategy, epochs, checkpoint_dir,
     `tf.distribute.MultiWorkerMirroredStrategy` (keras-team/keras#20585).
     This loop uses TF's public distribution API instead
     (`strategy.experimental_distribute_dataset`, `strategy.run`,
-    `strategy.reduce`) with the flow's own objective, so one flow trains the
+    `strategy.reduce`) with the flow's own objective (`flow.objective`, a
+    `tfflows.objectives.MaximumLikelihood`, as `fit` uses), so one flow trains the
     same way on one device, many devices (`MirroredStrategy`; there plain
     `flow.fit` works too) or many machines. Every replica minimises
     `-flow.log_prob(x)` summed over its examples and divided by the global
@@ -123,9 +124,8 @@ def distributed_fit(flow, dataset, strategy, epochs, checkpoint_dir,
         return history
 
     # Restored actnorm layers are initialised already and left alone.
-    first = next(iter(dataset))
-    x, context = flow._split_inputs(first[0] if isinstance(first, tuple)
-                                    else first)
+    x, context = split_inputs(keras.utils.unpack_x_y_sample_weight(
+        next(iter(dataset)))[0])
     flow.initialize(x, context)
     _average_across_replicas(strategy, [v for v in flow.variables
                                         if tf.as_dtype(v.dtype).is_floating])
@@ -135,7 +135,7 @@ def distributed_fit(flow, dataset, strategy, epochs, checkpoint_dir,
 
     if verbose and start:
         print(f"distributed_fit: resuming from {latest} at epoch {start + 1}")
-    names = ["nll"] + (["bits_per_dim"] if flow.num_bins else [])
+    names = flow.objective.metric_names
     iterator = iter(dist_dataset) if steps_per_epoch else None
     for epoch in range(start, epochs):
         if verbose:
@@ -228,12 +228,10 @@ def _average_across_replicas(strategy, variables):
 
 
 def _make_step(flow, strategy, element_spec):
-    num_dims = int(np.prod(flow.event_shape))
+    objective = flow.objective
 
     def replica_step(batch):
-        data = flow._dequantize(batch)
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x, context = flow._split_inputs(x)
+        x, context = objective.inputs(batch)
         # The true global batch size, so a ragged last batch split unevenly
         # across replicas still weighs every example the same.
         size = tf.cast(tf.shape(x)[0], tf.float32)
@@ -242,16 +240,15 @@ def _make_step(flow, strategy, element_spec):
         with tf.GradientTape() as tape:
             log_prob = flow.log_prob(x, context)
             loss = tf.nn.compute_average_loss(
-                -log_prob, global_batch_size=tf.cast(global_size, tf.int64))
+                objective.per_example_loss(log_prob),
+                global_batch_size=tf.cast(global_size, tf.int64))
             if flow.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(flow.losses))
         variables = flow.trainable_variables
         gradients = tape.gradient(loss, variables)
         flow.optimizer.apply_gradients(zip(gradients, variables))
-        sums = [tf.reduce_sum(-log_prob)]
-        if flow.num_bins:
-            sums.append(tf.reduce_sum(bits_per_dim(log_prob, num_dims,
-                                                   flow.num_bins)))
+        values = objective.metrics(log_prob)
+        sums = [tf.reduce_sum(values[name]) for name in objective.metric_names]
         return sums, tf.cast(tf.shape(log_prob)[0], log_prob.dtype)
 
     @tf.function(input_signature=[element_spec], autograph=False)
