@@ -222,6 +222,44 @@ def nice_scale(size):
     return factory
 
 
+def planar(one_plus_wu_hat, size=3):
+    """A strongly non-linear planar map (|w|, |û| ~ 1.5) with
+    `1 + wᵀû = one_plus_wu_hat`, at a batch with one point on the
+    hyperplane `wᵀz + b = 0` (where a contracting map is flattest) and one
+    close to it."""
+    def factory(dtype):
+        rng = np.random.default_rng(11)
+        w, u = 1.5 * rng.standard_normal((2, size))
+        wu = np.log(np.expm1(one_plus_wu_hat))  # softplus(wᵀu) = 1 + wᵀû
+        u = u + (wu - w @ u) * w / (w @ w)
+        b = 0.4
+        z = rng.standard_normal((BATCH, size))
+        for i, level in ((0, 0.0), (1, 0.2)):
+            z[i] -= (w @ z[i] + b - level) * w / (w @ w)
+        variables = tuple(tf.Variable(v, dtype=dtype, name=n)
+                          for n, v in (("w", w), ("u", u), ("b", b)))
+        return Case(tff.bijectors.Planar(*variables), tf.constant(z, dtype), 1,
+                    variables)
+    return factory
+
+
+def radial(alpha, alpha_plus_beta, size=3):
+    """A radial map with the given `α` and `α + β`, at a batch holding
+    `z₀` itself and a point 1e-3 from it."""
+    def factory(dtype):
+        rng = np.random.default_rng(12)
+        z0 = rng.standard_normal(size)
+        raw = lambda v: np.log(np.expm1(v))  # softplus^-1
+        variables = (tf.Variable(z0, dtype=dtype, name="z0"),
+                     tf.Variable(raw(alpha), dtype=dtype, name="alpha_raw"),
+                     tf.Variable(raw(alpha_plus_beta), dtype=dtype, name="beta_raw"))
+        z = z0 + rng.standard_normal((BATCH, size))
+        z[0], z[1] = z0, z0 + 1e-3 / np.sqrt(size)
+        return Case(tff.bijectors.Radial(*variables), tf.constant(z, dtype), 1,
+                    variables)
+    return factory
+
+
 # -- layers: their bijector, bound to random weights, joins the registry -------
 def layer_data(shape, domain, batch=6, seed=0, dtype=tf.float32):
     """A data-side batch for a layer: N(0.3, 1.2^2), or U(0.05, 0.95)."""
@@ -314,6 +352,10 @@ CASES = {
     "logit": Entry(logit([4, 4, 1])),
     "reverse": Entry(reverse(4)),
     "nice_scale": Entry(nice_scale(4)),
+    "planar_expanding": Entry(planar(3.0)),            # wᵀû = 2
+    "planar_near_singular": Entry(planar(0.01)),       # wᵀû = -0.99
+    "radial_expanding": Entry(radial(0.7, 2.7)),       # β = 2
+    "radial_near_collapse": Entry(radial(0.7, 0.007)),  # β = -0.99 α
     # Layers (tests/test_layers.py checks the layers themselves). Their
     # bijectors have float64 entries above, so these run in float32 only.
     "layer_additive_half": layer32(lambda **kw: L.AdditiveCoupling(
@@ -342,6 +384,8 @@ CASES = {
     "layer_permutation_random": layer32(lambda **kw: L.Permutation(
         "random", seed=3, **kw), (4,)),
     "layer_scale": layer32(lambda **kw: L.Scale(**kw), (3,)),
+    "layer_planar": layer32(lambda **kw: L.Planar(**kw), (3,)),
+    "layer_radial": layer32(lambda **kw: L.Radial(**kw), (3,)),
     "layer_logit": layer32(lambda **kw: L.Logit(**kw), (4, 4, 1), "unit"),
     "layer_factor_out": layer32(lambda **kw: L.FactorOut([
         L.Squeeze(**kw), L.AffineCoupling(mask="channel", hidden_channels=8, **kw),

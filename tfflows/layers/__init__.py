@@ -17,11 +17,12 @@ from tfflows.layers.coupling import AdditiveCoupling, AffineCoupling, Coupling
 from tfflows.layers.invertible_conv1x1 import InvertibleConv1x1
 from tfflows.layers.masked_autoregressive import MaskedAutoregressive
 from tfflows.layers.multiscale import FactorOut, Logit, Scale
+from tfflows.layers.planar import Planar, Radial
 from tfflows.layers.structure import Permutation, Squeeze, Unsqueeze
 
 __all__ = [
     "ActNorm", "AdditiveCoupling", "AffineCoupling", "Coupling", "FactorOut",
     "FlowLayer",
     "InvertibleConv1x1", "Logit", "MaskedAutoregressive", "Permutation",
-    "Scale", "Squeeze", "Unsqueeze",
+    "Planar", "Radial", "Scale", "Squeeze", "Unsqueeze",
 ]
