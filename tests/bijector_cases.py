@@ -306,7 +306,6 @@ def layer32(factory, shape, domain="real"):
 TRANSFORMERS = {  # one line per transformer
     "additive": T.Additive,
     "affine": T.Affine,
-    "affine_latent_shift": lambda: T.Affine(shift="latent"),
     "spline": lambda: T.RationalQuadraticSpline(bins=4, tail_bound=2.0),
 }
 

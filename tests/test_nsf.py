@@ -209,6 +209,7 @@ def test_affine_layers_shift_in_the_latent_and_old_configs_keep_the_data_form():
     assert T.Affine().shift == "latent"
     assert L.AffineCoupling().transformer.shift == "latent"
     assert L.MaskedAutoregressive().transformer.shift == "latent"
+    assert L.MaskedAutoregressive(iaf=True).transformer.shift == "data"  # for VI
     assert T.deserialize({"name": "affine", "config": {"log_scale_clamp": 5.0}}).shift == "data"
     old_ar = {k: v for k, v in L.MaskedAutoregressive(hidden_units=(4,)).get_config().items()
               if k != "transformer"}

@@ -50,7 +50,8 @@ class MaskedAutoregressive(FlowLayer):
       activation: MADE hidden activation.
       context_dim: size of a conditioning input, or None.
       seed: MADE's seed for random orders (drawn and kept if None).
-      transformer: "affine" (default, MAF/IAF), "additive", "spline"
+      transformer: "affine" (default, MAF/IAF: the shift in the latent for
+        MAF, in the data for IAF, see `transformers.Affine`), "additive", "spline"
         (rational-quadratic, NSF-AR) or a
         `tfflows.bijectors.transformers.Transformer`.
       spline_bins: "spline" only: bins K (default 8).
@@ -72,6 +73,11 @@ class MaskedAutoregressive(FlowLayer):
         if seed is None:  # realised now, so the config reproduces the order
             seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
         self.seed = int(seed)
+        if transformer == "affine":
+            # The shift goes last in the layer's one-pass direction: the
+            # density for MAF (trained by likelihood), sampling for IAF
+            # (trained by reverse KL). Measured in transformers/affine.py.
+            transformer = transformers.Affine(shift="data" if iaf else "latent")
         self._transformer = make_transformer(transformer, spline_bins, tail_bound)
         self.made = None
 

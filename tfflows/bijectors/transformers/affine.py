@@ -39,7 +39,12 @@ class Affine(Transformer):
     5-layer MAF, digits as 64-D vectors 2.262 / 2.238 bits/dim (better on
     every seed, about 1 nat), two moons 1.53 / 1.43, whitened breast cancer
     38.80 / 38.82 nats; 8-coupling RealNVP 2.236 / 2.212, 1.245 / 1.243,
-    38.47 / 38.46.
+    38.47 / 38.46. The rule behind it: the shift is best applied last in
+    the direction the objective differentiates. Trained by reverse KL (the
+    sampling direction), a 4-layer IAF reaches a KL of 0.010 / 0.010 / 0.009
+    with "data" against 0.016 / 0.040 / 0.013 with "latent" on Neal's
+    funnel (seeds 0 / 1 / 2; banana: equal), so IAF layers
+    (`tfflows.layers.MaskedAutoregressive(iaf=True)`) default to "data".
 
     Parameters per entry: 2, in the order `[t, s_raw]` (shift, raw
     log-scale); zeros are the identity.
