@@ -6,6 +6,9 @@ validation NLL (best weights kept, patience 10); tfflows trains with
 `Flow.fit`, TFP with its usual `tf.function` loop.
 """
 
+import json
+import os
+
 import keras
 import numpy as np
 from sklearn import datasets as sk_datasets
@@ -115,11 +118,12 @@ def _train_tfp(reference, train, val, epochs, batch_size, learning_rate,
 
 
 def held_out(flow, reference, train, val, test, epochs, batch_size,
-             learning_rate, num_bins=None, patience=10, seed=0):
+             learning_rate, num_bins=None, patience=10, seed=0,
+             jit_compile="auto"):
     """Test NLL (nats per example; bits/dim if `num_bins`) of both, trained
     on `train` with the same budget and early stopping on `val`."""
     keras.utils.set_random_seed(seed)
-    flow.compile(keras.optimizers.Adam(learning_rate))
+    flow.compile(keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
     flow.fit(train, batch_size=batch_size, epochs=epochs, verbose=0,
              validation_data=val, callbacks=[keras.callbacks.EarlyStopping(
                  "val_loss", patience=patience, restore_best_weights=True)])
@@ -150,12 +154,20 @@ def _datasets(quick, seed):
             "digits (64-D, logit)": (digits_vectors(seed), tff.data.DIGITS_NUM_BINS)}
 
 
-def run(quick):
+def run(quick, seeds=None, cache=None):
     """Rows `(dataset, flow, metric, tfflows, TFP, baseline)`, each value a
-    list over `SEEDS` (one seed if `quick`); the baseline is the best
-    Gaussian's test NLL, or a uniform model's bits/dim."""
+    list over `seeds` (default `SEEDS`; one seed if `quick`); the baseline is
+    the best Gaussian's test NLL, or a uniform model's bits/dim.
+
+    With `cache` (a JSON-lines file), every finished training is appended
+    to it at once and trainings already in it are not run again: an
+    interrupted run resumes where it stopped, and runs over different
+    `seeds` can share the work and be gathered by a last run over all.
+    """
+    seeds = SEEDS[:1] if quick else tuple(seeds or SEEDS)
+    done = _read_cache(cache)
     rows = {}
-    for seed in SEEDS[:1] if quick else SEEDS:
+    for seed in seeds:
         for label, ((train, val, test), num_bins) in _datasets(quick, seed).items():
             hidden, epochs, batch, lr = BUDGETS[label]
             if quick:
@@ -163,14 +175,34 @@ def run(quick):
             baseline = (np.log2(num_bins) if num_bins
                         else tff.data.gaussian_nll(train, test))
             for kind, num_layers in LAYERS.items():
-                keras.utils.set_random_seed(seed)
-                flow, reference = _vector_flows(kind, train.shape[1], hidden,
-                                                2 if quick else num_layers,
-                                                logit=bool(num_bins))
-                ours, theirs = held_out(flow, reference, train, val, test,
-                                        epochs, batch, lr, num_bins, seed=seed)
+                key = f"{seed}|{label}|{kind}|{'quick' if quick else 'full'}"
+                if key not in done:
+                    keras.utils.set_random_seed(seed)
+                    flow, reference = _vector_flows(kind, train.shape[1], hidden,
+                                                    2 if quick else num_layers,
+                                                    logit=bool(num_bins))
+                    done[key] = held_out(
+                        flow, reference, train, val, test, epochs, batch, lr,
+                        num_bins, seed=seed,
+                        # --quick checks the script, not XLA
+                        jit_compile=False if quick else "auto")
+                    _append_cache(cache, key, done[key])
                 metric = "bits/dim" if num_bins else "NLL (nats)"
                 row = rows.setdefault((label, kind, metric), ([], [], []))
-                for values, value in zip(row, (ours, theirs, baseline)):
+                for values, value in zip(row, (*done[key], baseline)):
                     values.append(value)
     return [key + values for key, values in rows.items()]
+
+
+def _read_cache(path):
+    if not path or not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return {entry["key"]: tuple(entry["nll"])
+                for entry in map(json.loads, filter(str.strip, f))}
+
+
+def _append_cache(path, key, nlls):
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"key": key, "nll": list(nlls)}) + "\n")

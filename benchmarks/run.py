@@ -10,10 +10,11 @@ import numpy as np
 
 SPEED = dict(event_dim=16, hidden_units=(128, 128), maf_layers=5, realnvp_layers=8,
              batch_size=512, train_steps=100, epochs=7, num_samples=10_000,
-             repeats=7, serving_batches=(1, 1024))
+             repeats=7, serving_batches=(1, 1024), jit_compile="auto")
 QUICK = dict(event_dim=4, hidden_units=(8, 8), maf_layers=2, realnvp_layers=2,
              batch_size=32, train_steps=2, epochs=1, num_samples=100,
-             repeats=1, serving_batches=(1, 8))
+             repeats=1, serving_batches=(1, 8),
+             jit_compile=False)  # checks the script runs, not XLA
 
 
 def machine():
@@ -88,7 +89,8 @@ def speed_tables(cfg):
     throughput = {}
     for name in ("MAF", "RealNVP", "NSF-AR", "NSF-C"):
         ours, theirs, speedup, (low, high), xla = speed.training_throughput(
-            flows[name], references[name], x, batch, cfg["epochs"])
+            flows[name], references[name], x, batch, cfg["epochs"],
+            jit_compile=cfg["jit_compile"])
         throughput[name] = ours
         train.add(f"{name} fit, batch {batch} ({'XLA' if xla else 'no XLA'})",
                   f"{ours:,.0f}", f"{theirs:,.0f}",
@@ -138,7 +140,7 @@ def speed_tables(cfg):
     return [train, infer, serve]
 
 
-def quality_table(quick):
+def quality_table(quick, seeds=None, cache=None):
     from benchmarks import quality
 
     budgets = "".join(
@@ -148,7 +150,7 @@ def quality_table(quick):
     table = Table("Held-out density quality (same architecture and budget)",
                   ["data", "flow", "metric", "tfflows", "TFP", "baseline"],
                   notes=QUALITY_NOTES + budgets)
-    for data, flow, metric, *values in quality.run(quick):
+    for data, flow, metric, *values in quality.run(quick, seeds, cache):
         table.add(data, flow, metric, *map(_median_and_range, values))
     return table
 
@@ -169,6 +171,11 @@ def main(argv=None):
                         help="tiny sizes, one repeat: checks the script runs")
     parser.add_argument("--only", choices=("speed", "quality"),
                         help="run one part")
+    parser.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")],
+                        help="quality seeds, e.g. 0,1 (default: all three)")
+    parser.add_argument("--cache",
+                        help="JSON-lines file of finished quality trainings: "
+                        "reused, and appended to as each finishes (resumable)")
     parser.add_argument("--out", default="BENCHMARKS.md",
                         help="markdown report (default: BENCHMARKS.md)")
     args = parser.parse_args(argv)
@@ -178,7 +185,7 @@ def main(argv=None):
     if args.only in (None, "speed"):
         tables += speed_tables(cfg)
     if args.only in (None, "quality"):
-        tables.append(quality_table(args.quick))
+        tables.append(quality_table(args.quick, args.seeds, args.cache))
     report = REPORT.format(machine="\n".join(f"- {l}" for l in machine()),
                            mode="--quick: sizes cut, not a measurement" if args.quick
                            else "full", **cfg)

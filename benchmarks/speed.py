@@ -28,7 +28,8 @@ def architectures(event_dim, hidden_units, maf_layers, realnvp_layers):
     }
 
 
-def training_throughput(flow, reference, x, batch_size, epochs):
+def training_throughput(flow, reference, x, batch_size, epochs,
+                        jit_compile="auto"):
     """Examples per second, median of warm epochs: `Flow.fit` (compiled
     with its defaults) vs TFP's training loop, one epoch each in turn so
     that both see the same machine load. Returns `(ours, theirs, speedup,
@@ -36,7 +37,7 @@ def training_throughput(flow, reference, x, batch_size, epochs):
     TFP's epoch time over tfflows' (robust to load that changes between
     pairs), `spread` the lowest and highest of those ratios, and `xla`
     whether `Flow.compile` chose XLA."""
-    flow.compile(keras.optimizers.Adam(1e-3))
+    flow.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
     run_tfp_epoch = reference.trainer(x, batch_size)
     flow.fit(x, batch_size=batch_size, epochs=1, verbose=0)  # trace, compile
     run_tfp_epoch()
