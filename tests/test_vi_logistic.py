@@ -115,3 +115,12 @@ def test_vi_is_not_the_prior(posteriors):
     fitted = tff.vi.elbo(posteriors["flow"], posteriors["log_posterior"], 4000, seed=2)
     untrained = tff.vi.elbo(fresh, posteriors["log_posterior"], 4000, seed=2)
     assert float(fitted.value) > float(untrained.value) + 50
+
+
+def test_breast_cancer_data_is_standardised():
+    x, y = tff.data.breast_cancer()
+    assert x.shape == (569, 30) and y.shape == (569,)
+    assert x.dtype == y.dtype == np.float32
+    np.testing.assert_allclose(x.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(x.std(0), 1, atol=1e-5)
+    assert set(np.unique(y)) == {0.0, 1.0} and int(y.sum()) == 357  # benign
