@@ -260,7 +260,8 @@ def test_radial_reparametrisation_keeps_beta_above_minus_alpha():
 def test_fresh_flow_is_near_identity_finite_and_invertible(builder):
     keras.utils.set_random_seed(0)
     flow = getattr(tff.models, builder)(2)
-    assert len(flow.flow_layers) == 16
+    assert len(flow.flow_layers) == 17 and isinstance(flow.flow_layers[0], L.ActNorm)
+    assert len(getattr(tff.models, builder)(2, actnorm=False).flow_layers) == 16
     rng = np.random.default_rng(9)
     x = np.concatenate([rng.standard_normal((500, 2)), 5 * rng.standard_normal((200, 2)),
                         [[1e3, -1e3], [1e6, 1e6], [0.0, 0.0]]]).astype(np.float32)

@@ -1,6 +1,7 @@
 """Datasets that ship with the install, user files, and fixed splits.
 
-Generated 2-D toys (two moons, circles), sklearn's digits, and loaders for
+Generated 2-D toys (two moons, circles), sklearn's digits and breast-cancer
+data (a small real classification problem for Bayesian models), and loaders for
 user data: `.npy`, `.csv` (numeric columns, an optional header row) and IDX files
 (the MNIST / Fashion-MNIST format, gzipped or not). Loaders reject bad data
 with a `ValueError` that names the problem.
@@ -13,8 +14,8 @@ import os
 import numpy as np
 from sklearn import datasets as sk_datasets
 
-__all__ = ["two_moons", "circles", "digits", "load_array", "load_idx",
-           "split", "gaussian_nll", "DIGITS_NUM_BINS"]
+__all__ = ["two_moons", "circles", "digits", "breast_cancer", "load_array",
+           "load_idx", "split", "gaussian_nll", "DIGITS_NUM_BINS"]
 
 DIGITS_NUM_BINS = 17  # sklearn's digits take the integer levels 0..16
 
@@ -162,6 +163,20 @@ def digits():
     """
     images = sk_datasets.load_digits().images
     return (images[..., None] / DIGITS_NUM_BINS).astype(np.float32)
+
+
+def breast_cancer():
+    """sklearn's Wisconsin breast-cancer data: `(x, y)`, standardised.
+
+    569 tumours, 30 features each (`x`, float32 `[569, 30]`, every column
+    scaled to zero mean and unit variance), and the label (`y`, float32
+    `[569]`: 1 for benign, 0 for malignant). Shipped inside scikit-learn
+    (no download). Used as the worked case of `tfflows.vi`: the posterior
+    of a Bayesian logistic regression on it, 31 parameters.
+    """
+    data = sk_datasets.load_breast_cancer()
+    x = (data.data - data.data.mean(0)) / data.data.std(0)
+    return x.astype(np.float32), data.target.astype(np.float32)
 
 
 def split(x, fractions=(0.8, 0.1, 0.1), seed=0):

