@@ -1,4 +1,4 @@
-"""The `tfflows` command's work: train, sample, score, export.
+"""The `tfflows` command's work: train, sample, score, impute, export.
 
 Options are parsed and checked in `tfflows_cli` (the entry point, which
 answers `--help` and usage errors before TensorFlow is imported); `run`
@@ -252,22 +252,40 @@ def sample(args):
     return 0
 
 
+def _rows_for(flow, x, path):
+    if tuple(x.shape[1:]) != flow.event_shape:
+        raise CommandError(f"{path}: rows have shape {tuple(x.shape[1:])}, the "
+                           f"flow models {flow.event_shape}")
+    return x
+
+
 def score(args):
+    """Log-density of each row; with --threshold-from, a flag column from a
+    threshold calibrated on held-out rows at --fpr (`tfflows.ood`)."""
     import numpy as np
 
-    from tfflows import data, files
+    from tfflows import data, files, ood
 
-    inputs = [args.model, args.data]
+    inputs = [args.model, args.data, args.threshold_from]
     if args.out:
         files.check_output(args.out, args.overwrite, inputs=inputs)
     flow = files.load_flow(args.model)
-    x = data.load_array(args.data)
-    if tuple(x.shape[1:]) != flow.event_shape:
-        raise CommandError(f"{args.data}: rows have shape {tuple(x.shape[1:])}, the "
-                           f"flow models {flow.event_shape}")
-    log_prob = np.asarray(flow.log_prob(x))
+    if flow.context_dim is not None:
+        raise CommandError("conditional flows need a context; use the Python API")
+    x = _rows_for(flow, data.load_array(args.data), args.data)
+    scorer = None
+    if args.threshold_from is not None:
+        validation = _rows_for(flow, data.load_array(args.threshold_from),
+                               args.threshold_from)
+        scorer = ood.LikelihoodThreshold.fit(flow, validation, fpr=args.fpr)
+    log_prob = ood.log_prob(flow, x)
     # Rows are numbered from 1, as in every message about a data file.
-    lines = ["row,log_prob"] + [f"{i},{v:.6f}" for i, v in enumerate(log_prob, 1)]
+    if scorer is None:
+        lines = ["row,log_prob"] + [f"{i},{v:.6f}" for i, v in enumerate(log_prob, 1)]
+    else:
+        flags = log_prob < scorer.threshold
+        lines = ["row,log_prob,flag"] + [f"{i},{v:.6f},{int(f)}" for i, (v, f)
+                                         in enumerate(zip(log_prob, flags), 1)]
     if args.out:
         with files.atomic_output(args.out, args.overwrite, inputs=inputs) as tmp:
             with open(tmp, "w") as f:
@@ -275,6 +293,49 @@ def score(args):
         print(f"Wrote {len(log_prob)} scores to {args.out}")
     else:
         print("\n".join(lines))
+    if scorer is not None:
+        print(f"Flagged {int(flags.sum())} of {len(flags)} rows: log_prob below "
+              f"{scorer.threshold:.6g}, the fpr={args.fpr:g} threshold of "
+              f"{scorer.num_calibration} rows of {args.threshold_from}", file=sys.stderr)
+    return 0
+
+
+def impute(args):
+    """Fills in missing entries: `.csv` out gets the mean of the draws per
+    cell (observed cells as given), `.npy` out all draws."""
+    import warnings
+
+    import numpy as np
+
+    from tfflows import data, files
+
+    inputs = [args.model, args.data]
+    files.check_output(args.out, args.overwrite, inputs=inputs)
+    flow = files.load_flow(args.model)
+    if flow.context_dim is not None:
+        raise CommandError("conditional flows need a context; use the Python API")
+    x = _rows_for(flow, data.load_array(args.data, allow_missing=True), args.data)
+    if args.out.lower().endswith(".csv") and x.ndim != 2:
+        raise CommandError(f"--out {args.out}: a .csv holds vectors; these rows have "
+                           f"shape {x.shape[1:]}: write a .npy")
+    missing = int(np.isnan(x).sum())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        draws = flow.impute(x, num_samples=args.num_samples, seed=args.seed,
+                            num_burnin_steps=args.num_burnin_steps)
+    with files.atomic_output(args.out, args.overwrite, inputs=inputs) as tmp:
+        if args.out.lower().endswith(".npy"):
+            np.save(tmp, draws)
+        else:
+            mean = np.where(np.isnan(x), draws.mean(axis=0), x)
+            names = (data.csv_header(args.data, allow_missing=True)
+                     if args.data.lower().endswith(".csv") else None)
+            header = ",".join(names or [f"x{i}" for i in range(1, x.shape[1] + 1)])
+            np.savetxt(tmp, mean, delimiter=",", header=header, comments="", fmt="%.6g")
+    for warning in caught:
+        print(f"tfflows: warning: {warning.message}", file=sys.stderr)
+    print(f"Filled {missing} missing entries in {len(x)} rows ({args.num_samples} "
+          f"draws each) into {args.out}")
     return 0
 
 
@@ -291,7 +352,8 @@ def export(args):
     return 0
 
 
-COMMANDS = {"train": train, "sample": sample, "score": score, "export": export}
+COMMANDS = {"train": train, "sample": sample, "score": score, "impute": impute,
+            "export": export}
 
 
 def run(args):
