@@ -73,7 +73,7 @@ def _build(flow, x, num_bins, num_layers):
 def _plots(flow, history, x_val, num_bins, out):
     import numpy as np
 
-    from tfflows import plots
+    from tfflows import latent, plots
 
     plots.loss_curves(history, os.path.join(out, "loss.png"),
                       "bits_per_dim" if num_bins else "nll")
@@ -82,9 +82,7 @@ def _plots(flow, history, x_val, num_bins, out):
         plots.density_2d(flow, x_val, samples, os.path.join(out, "density.png"))
     elif num_bins is not None:
         rows = [np.asarray(flow.sample(8, temperature=t, seed=2)) for t in (0.5, 0.7, 1.0)]
-        z = np.asarray(flow.encode(x_val[:2]))
-        weights = np.linspace(0, 1, 8)[:, None, None, None]
-        rows.append(np.asarray(flow.decode((1 - weights) * z[:1] + weights * z[1:2])))
+        rows.append(latent.interpolate(flow, x_val[0], x_val[1], num=8, method="linear"))
         plots.image_grid(rows, ["T = 0.5", "T = 0.7", "T = 1.0", "latent interpolation"],
                          os.path.join(out, "samples.png"))
 
