@@ -268,9 +268,10 @@ def impute(flow, x, num_samples=100, seed=None, context=None, num_chains=4,
     `2**max_tree_depth - 1` evaluations of `log_prob` and its gradient
     each (`ImputeDiagnostics.leapfrogs` reports the mean), plus
     `8 * num_chains` joint samples and log-densities for the starts. With
-    the defaults and `num_samples=100`: 4 chains x 225 steps x (10-30
-    leapfrogs, as measured on 3-D Gaussians; up to 31) = 9,000-27,000
-    gradient evaluations per row, batched over rows and chains. A row with
+    the defaults and `num_samples=100`: 4 chains x 225 steps x (about 7
+    leapfrogs on the 3-D Gaussians of the tests, 20-31 for a digit with
+    half its pixels missing) = 6,000-28,000 gradient evaluations per row,
+    batched over rows and chains. A row with
     nothing observed costs `num_samples` samples. The row count is part of
     the traced graph: a new number of partly observed rows traces anew.
 
