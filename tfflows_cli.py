@@ -63,6 +63,16 @@ def _positive_float(text):
     return value
 
 
+def _rate(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1). Received: {text}")
+    return value
+
+
 def _version():
     from importlib import metadata
     try:
@@ -109,6 +119,25 @@ def parser():
     score.add_argument("--out", help="output .csv (default: print)")
     score.add_argument("--overwrite", action="store_true",
                        help="replace --out if it exists")
+    score.add_argument("--threshold-from", metavar="VALIDATION",
+                       help="held-out in-distribution rows (.npy/.csv): adds a flag "
+                       "column, 1 where log_prob is below their --fpr quantile")
+    score.add_argument("--fpr", type=_rate, default=0.01,
+                       help="false-positive rate of the flag (default 0.01)")
+
+    impute = sub.add_parser("impute", help="fill in missing entries (empty cells "
+                            "or NaN) from the flow's conditional distribution")
+    impute.add_argument("model", help="a .keras file")
+    impute.add_argument("--data", required=True,
+                        help="a .csv (empty cells or NaN missing) or .npy file")
+    impute.add_argument("--out", required=True, help=".csv: the mean of the draws "
+                        "per cell; .npy: all draws [num-samples, rows, ...]")
+    impute.add_argument("--num-samples", type=_positive_int, default=100)
+    impute.add_argument("--num-burnin-steps", type=_positive_int, default=200,
+                        help="MCMC warm-up steps per chain (default 200)")
+    impute.add_argument("--seed", type=int, default=0)
+    impute.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it exists")
 
     export = sub.add_parser("export", help="export a .keras flow: SavedModel, "
                             "ONNX, TF Serving config and request bodies")
@@ -133,6 +162,15 @@ def _check_paths(args):
             raise CommandError(f"No such file: {data}")
     if args.command == "sample" and not args.out.endswith(".npy"):
         raise UsageError("--out must be a .npy file")
+    if args.command == "impute" and not args.out.lower().endswith((".npy", ".csv")):
+        raise UsageError(f"--out must be a .csv (means) or .npy (all draws) file. "
+                         f"Received: {args.out}")
+    if args.command == "score" and args.threshold_from is not None:
+        if not args.threshold_from.lower().endswith((".npy", ".csv")):
+            raise UsageError("--threshold-from must be a .npy/.csv file. Received: "
+                             f"{args.threshold_from}")
+        if not os.path.isfile(args.threshold_from):
+            raise CommandError(f"No such file: {args.threshold_from}")
 
 
 def _import_tensorflow_quietly():

@@ -122,3 +122,64 @@ def test_plots_leave_pyplot_backend_alone():
                          text=True, check=True,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout
     assert out.strip() == "pdf"
+
+
+def test_impute_fills_empty_cells_and_nan(moons_run, tmp_path, capsys):
+    model = str(moons_run / "realnvp.keras")
+    rows = _write(tmp_path, "rows.csv", "a,b\n0.5,\nnan,-0.3\n0.1,0.2\n,\n")
+    out = tmp_path / "filled.csv"
+    assert cli.main(["impute", model, "--data", rows, "--out", str(out),
+                     "--num-samples", "20", "--num-burnin-steps", "50"]) == 0
+    assert "Filled 4 missing entries in 4 rows" in capsys.readouterr().out
+    lines = out.read_text().splitlines()
+    assert lines[0] == "a,b"
+    filled = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+    assert filled.shape == (4, 2) and np.all(np.isfinite(filled))
+    assert filled[0, 0] == 0.5 and filled[1, 1] == pytest.approx(-0.3)
+    np.testing.assert_allclose(filled[2], [0.1, 0.2])
+    draws = tmp_path / "draws.npy"
+    assert cli.main(["impute", model, "--data", rows, "--out", str(draws),
+                     "--num-samples", "6", "--num-burnin-steps", "50"]) == 0
+    all_draws = np.load(draws)
+    assert all_draws.shape == (6, 4, 2)
+    assert np.all(all_draws[:, 0, 0] == 0.5) and all_draws[:, 0, 1].std() > 0
+    # The usual output rules: an existing file needs --overwrite.
+    assert cli.main(["impute", model, "--data", rows, "--out", str(draws)]) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, out, code, match", [
+    ("a,b\n0.5,inf\n,1\n", "f.csv", 1, r"rows with Inf \(missing entries are empty cells or NaN\) \(first: row 1, line 2\)"),
+    ("a,b,c\n0.5,,1\n", "f.csv", 1, r"rows have shape \(3,\), the flow models \(2,\)"),
+    ("a,b\n0.5,x\n", "f.csv", 1, "column 'b' is not numeric"),
+    ("a,b\n0.5,\n", "f.txt", 2, r"--out must be a .csv \(means\) or .npy"),
+])
+def test_impute_bad_input_is_one_line(moons_run, tmp_path, capsys, content, out, code, match):
+    rows = _write(tmp_path, "rows.csv", content)
+    assert cli.main(["impute", str(moons_run / "realnvp.keras"), "--data", rows,
+                     "--out", str(tmp_path / out)]) == code
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tfflows: error: ") and "\n" not in err
+    assert re.search(match, err), err
+    assert sorted(os.listdir(tmp_path)) == ["rows.csv"]
+
+
+def test_score_flags_rows_below_a_calibrated_threshold(moons_run, tmp_path, capsys):
+    model = str(moons_run / "realnvp.keras")
+    from tfflows import data
+    validation = tmp_path / "val.npy"
+    np.save(validation, data.two_moons(400, seed=7))
+    rows = np.concatenate([data.two_moons(6, seed=8), [[6.0, 6.0], [-7.0, 5.0]]])
+    np.save(tmp_path / "rows.npy", rows.astype(np.float32))
+    assert cli.main(["score", model, "--data", str(tmp_path / "rows.npy"),
+                     "--threshold-from", str(validation), "--fpr", "0.05"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert lines[0] == "row,log_prob,flag" and len(lines) == 9
+    flags = [int(line.split(",")[2]) for line in lines[1:]]
+    assert flags[-2:] == [1, 1] and sum(flags[:6]) <= 2
+    assert re.search(r"Flagged \d of 8 rows: log_prob below .* fpr=0.05 threshold of 400 rows",
+                     captured.err)
+    assert cli.main(["score", model, "--data", str(tmp_path / "rows.npy"),
+                     "--threshold-from", str(validation), "--fpr", "1.5"]) == 2
+    assert "--fpr: must be a number in (0, 1)" in capsys.readouterr().err

@@ -8,6 +8,9 @@
     tff.distributions              # base distributions (StandardNormal)
     tff.objectives                 # maximum likelihood, reverse KL
     tff.vi                         # variational inference: fit a flow to a density
+    tff.imputation                 # fill in missing entries (flow.impute)
+    tff.ood                        # out-of-distribution detection, calibrated
+    tff.latent                     # latent interpolation and reconstruction
 """
 
 from tfflows import bijectors
@@ -22,7 +25,10 @@ from tfflows import export
 from tfflows import testing
 from tfflows import train
 from tfflows import vi
+from tfflows import imputation
+from tfflows import latent
+from tfflows import ood
 
 __version__ = "0.1.0"
 
-__all__ = ["Flow", "bijectors", "data", "distributions", "export", "layers", "models", "nn", "objectives", "testing", "train", "vi", "__version__"]
+__all__ = ["Flow", "bijectors", "data", "distributions", "export", "imputation", "latent", "layers", "models", "nn", "objectives", "ood", "testing", "train", "vi", "__version__"]

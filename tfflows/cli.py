@@ -1,4 +1,4 @@
-"""The `tfflows` command's work: train, sample, score, export.
+"""The `tfflows` command's work: train, sample, score, impute, export.
 
 Options are parsed and checked in `tfflows_cli` (the entry point, which
 answers `--help` and usage errors before TensorFlow is imported); `run`
@@ -73,7 +73,7 @@ def _build(flow, x, num_bins, num_layers):
 def _plots(flow, history, x_val, num_bins, out):
     import numpy as np
 
-    from tfflows import plots
+    from tfflows import latent, plots
 
     plots.loss_curves(history, os.path.join(out, "loss.png"),
                       "bits_per_dim" if num_bins else "nll")
@@ -82,9 +82,7 @@ def _plots(flow, history, x_val, num_bins, out):
         plots.density_2d(flow, x_val, samples, os.path.join(out, "density.png"))
     elif num_bins is not None:
         rows = [np.asarray(flow.sample(8, temperature=t, seed=2)) for t in (0.5, 0.7, 1.0)]
-        z = np.asarray(flow.encode(x_val[:2]))
-        weights = np.linspace(0, 1, 8)[:, None, None, None]
-        rows.append(np.asarray(flow.decode((1 - weights) * z[:1] + weights * z[1:2])))
+        rows.append(latent.interpolate(flow, x_val[0], x_val[1], num=8, method="linear"))
         plots.image_grid(rows, ["T = 0.5", "T = 0.7", "T = 1.0", "latent interpolation"],
                          os.path.join(out, "samples.png"))
 
@@ -252,22 +250,40 @@ def sample(args):
     return 0
 
 
+def _rows_for(flow, x, path):
+    if tuple(x.shape[1:]) != flow.event_shape:
+        raise CommandError(f"{path}: rows have shape {tuple(x.shape[1:])}, the "
+                           f"flow models {flow.event_shape}")
+    return x
+
+
 def score(args):
+    """Log-density of each row; with --threshold-from, a flag column from a
+    threshold calibrated on held-out rows at --fpr (`tfflows.ood`)."""
     import numpy as np
 
-    from tfflows import data, files
+    from tfflows import data, files, ood
 
-    inputs = [args.model, args.data]
+    inputs = [args.model, args.data, args.threshold_from]
     if args.out:
         files.check_output(args.out, args.overwrite, inputs=inputs)
     flow = files.load_flow(args.model)
-    x = data.load_array(args.data)
-    if tuple(x.shape[1:]) != flow.event_shape:
-        raise CommandError(f"{args.data}: rows have shape {tuple(x.shape[1:])}, the "
-                           f"flow models {flow.event_shape}")
-    log_prob = np.asarray(flow.log_prob(x))
+    if flow.context_dim is not None:
+        raise CommandError("conditional flows need a context; use the Python API")
+    x = _rows_for(flow, data.load_array(args.data), args.data)
+    scorer = None
+    if args.threshold_from is not None:
+        validation = _rows_for(flow, data.load_array(args.threshold_from),
+                               args.threshold_from)
+        scorer = ood.LikelihoodThreshold.fit(flow, validation, fpr=args.fpr)
+    log_prob = ood.log_prob(flow, x)
     # Rows are numbered from 1, as in every message about a data file.
-    lines = ["row,log_prob"] + [f"{i},{v:.6f}" for i, v in enumerate(log_prob, 1)]
+    if scorer is None:
+        lines = ["row,log_prob"] + [f"{i},{v:.6f}" for i, v in enumerate(log_prob, 1)]
+    else:
+        flags = log_prob < scorer.threshold
+        lines = ["row,log_prob,flag"] + [f"{i},{v:.6f},{int(f)}" for i, (v, f)
+                                         in enumerate(zip(log_prob, flags), 1)]
     if args.out:
         with files.atomic_output(args.out, args.overwrite, inputs=inputs) as tmp:
             with open(tmp, "w") as f:
@@ -275,6 +291,49 @@ def score(args):
         print(f"Wrote {len(log_prob)} scores to {args.out}")
     else:
         print("\n".join(lines))
+    if scorer is not None:
+        print(f"Flagged {int(flags.sum())} of {len(flags)} rows: log_prob below "
+              f"{scorer.threshold:.6g}, the fpr={args.fpr:g} threshold of "
+              f"{scorer.num_calibration} rows of {args.threshold_from}", file=sys.stderr)
+    return 0
+
+
+def impute(args):
+    """Fills in missing entries: `.csv` out gets the mean of the draws per
+    cell (observed cells as given), `.npy` out all draws."""
+    import warnings
+
+    import numpy as np
+
+    from tfflows import data, files
+
+    inputs = [args.model, args.data]
+    files.check_output(args.out, args.overwrite, inputs=inputs)
+    flow = files.load_flow(args.model)
+    if flow.context_dim is not None:
+        raise CommandError("conditional flows need a context; use the Python API")
+    x = _rows_for(flow, data.load_array(args.data, allow_missing=True), args.data)
+    if args.out.lower().endswith(".csv") and x.ndim != 2:
+        raise CommandError(f"--out {args.out}: a .csv holds vectors; these rows have "
+                           f"shape {x.shape[1:]}: write a .npy")
+    missing = int(np.isnan(x).sum())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        draws = flow.impute(x, num_samples=args.num_samples, seed=args.seed,
+                            num_burnin_steps=args.num_burnin_steps)
+    with files.atomic_output(args.out, args.overwrite, inputs=inputs) as tmp:
+        if args.out.lower().endswith(".npy"):
+            np.save(tmp, draws)
+        else:
+            mean = np.where(np.isnan(x), draws.mean(axis=0), x)
+            names = (data.csv_header(args.data, allow_missing=True)
+                     if args.data.lower().endswith(".csv") else None)
+            header = ",".join(names or [f"x{i}" for i in range(1, x.shape[1] + 1)])
+            np.savetxt(tmp, mean, delimiter=",", header=header, comments="", fmt="%.6g")
+    for warning in caught:
+        print(f"tfflows: warning: {warning.message}", file=sys.stderr)
+    print(f"Filled {missing} missing entries in {len(x)} rows ({args.num_samples} "
+          f"draws each) into {args.out}")
     return 0
 
 
@@ -291,7 +350,8 @@ def export(args):
     return 0
 
 
-COMMANDS = {"train": train, "sample": sample, "score": score, "export": export}
+COMMANDS = {"train": train, "sample": sample, "score": score, "impute": impute,
+            "export": export}
 
 
 def run(args):

@@ -15,7 +15,7 @@ import numpy as np
 from sklearn import datasets as sk_datasets
 
 __all__ = ["two_moons", "circles", "digits", "breast_cancer", "load_array",
-           "load_idx", "split", "gaussian_nll", "DIGITS_NUM_BINS"]
+           "csv_header", "load_idx", "split", "gaussian_nll", "DIGITS_NUM_BINS"]
 
 DIGITS_NUM_BINS = 17  # sklearn's digits take the integer levels 0..16
 
@@ -35,18 +35,22 @@ def circles(num_samples=4096, noise=0.05, factor=0.5, seed=0):
     return x.astype(np.float32)
 
 
-def _check_finite_rows(x, path, first_line=None):
-    """Rows are numbered from 1 in every message; CSV rows also by line."""
-    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+def _check_finite_rows(x, path, first_line=None, allow_missing=False):
+    """Rows are numbered from 1 in every message; CSV rows also by line.
+    With `allow_missing`, NaN passes (a missing entry) and only Inf fails."""
+    bad = (np.isinf(x) if allow_missing else ~np.isfinite(x)).reshape(len(x), -1).any(axis=1)
     if bad.any():
         row = int(np.argmax(bad))
         where = f"row {row + 1}" + ("" if first_line is None
                                     else f", line {row + first_line}")
-        raise ValueError(f"{path}: {int(bad.sum())} rows with NaN or Inf "
+        what = "Inf (missing entries are empty cells or NaN)" if allow_missing else "NaN or Inf"
+        raise ValueError(f"{path}: {int(bad.sum())} rows with {what} "
                          f"(first: {where})")
 
 
-def _is_number(text):
+def _is_number(text, allow_missing=False):
+    if allow_missing and not text.strip():
+        return True
     try:
         float(text)
         return True
@@ -54,23 +58,27 @@ def _is_number(text):
         return False
 
 
-def _is_header(row):
+def _is_header(row, allow_missing=False):
     """A first row is a header unless every field is a number; `0,1,...,n-1`
     (pandas' default column names) is a header too."""
-    if not all(_is_number(v) for v in row):
+    if not all(_is_number(v, allow_missing) for v in row):
         return True
     return [v.strip() for v in row] == [str(i) for i in range(len(row))]
 
 
-def _read_csv(path):
-    """`(rows, line of the first data row)`; the header row is optional."""
+def _read_csv(path, allow_missing=False):
+    """`(rows, line of the first data row)`; the header row is optional.
+    With `allow_missing`, an empty cell reads as NaN."""
     with open(path, newline="", encoding="utf-8-sig") as f:
         rows = [row for row in csv.reader(f)]
-    while rows and not any(v.strip() for v in rows[-1]):
-        rows.pop()  # trailing blank lines
+    # Trailing blank lines; with allow_missing a line of empty cells
+    # (",,") is a row with nothing observed.
+    while rows and (not rows[-1] or len(rows[-1]) == 1 and not rows[-1][0].strip()
+                    or not allow_missing and not any(v.strip() for v in rows[-1])):
+        rows.pop()
     if not rows:
         raise ValueError(f"{path}: the file is empty")
-    header = rows[0] if _is_header(rows[0]) else None
+    header = rows[0] if _is_header(rows[0], allow_missing) else None
     first_line = 2 if header is not None else 1
     body = rows[first_line - 1:]
     if not body:
@@ -82,16 +90,25 @@ def _read_csv(path):
             raise ValueError(f"{path}: line {line} has {len(row)} fields, the "
                              f"first row has {width}")
         try:
-            values.append([float(v) for v in row])
+            values.append([float(v) if v.strip() or not allow_missing else np.nan
+                           for v in row])
         except ValueError:
-            column = next(i for i, v in enumerate(row) if not _is_number(v))
+            column = next(i for i, v in enumerate(row)
+                          if not _is_number(v, allow_missing))
             name = repr(header[column]) if header is not None else column + 1
             raise ValueError(f"{path}: column {name} is not numeric "
                              f"(line {line}: {row[column]!r})") from None
     return np.asarray(values), first_line
 
 
-def load_array(path):
+def csv_header(path, allow_missing=False):
+    """The column names of a CSV file's header row, or None if it has none."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        first = next(csv.reader(f), None)
+    return first if first and _is_header(first, allow_missing) else None
+
+
+def load_array(path, allow_missing=False):
     """Loads a `.npy` or `.csv` file as float32 rows, checked.
 
     CSV files have numeric columns only and an optional header row: a first
@@ -100,6 +117,9 @@ def load_array(path):
     too). Raises
     `ValueError` for a missing file, another extension, a non-numeric
     column, an empty file, or rows with NaN or Inf.
+
+    `allow_missing=True` (for imputation) reads empty CSV cells as NaN and
+    lets NaN through as a missing entry; Inf is still refused.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -113,12 +133,12 @@ def load_array(path):
         if not np.issubdtype(x.dtype, np.number):
             raise ValueError(f"{path}: not numeric (dtype {x.dtype})")
     elif ext == ".csv":
-        x, first_line = _read_csv(path)
+        x, first_line = _read_csv(path, allow_missing)
     else:
         raise ValueError(f"{path}: expected a .npy or .csv file")
     if x.ndim < 2 or len(x) == 0:
         raise ValueError(f"{path}: expected rows of examples, got shape {x.shape}")
-    _check_finite_rows(x, path, first_line if ext == ".csv" else None)
+    _check_finite_rows(x, path, first_line if ext == ".csv" else None, allow_missing)
     return x.astype(np.float32)
 
 

@@ -370,6 +370,18 @@ class Flow(keras.Model):
         log_det = chain.forward_log_det_jacobian(z, event_ndims=self.event_ndims)
         return x, self.base.log_prob(z) - tf.broadcast_to(log_det, tf.shape(z)[:1])
 
+    def impute(self, x, num_samples=100, seed=None, context=None, **kwargs):
+        """Draws the NaN entries of `x` from this flow's `p(x_miss | x_obs)`.
+
+        `[num_samples, *x.shape]` draws, observed entries unchanged; HMC over
+        the missing coordinates with `log_prob` as target, an R-hat check
+        over chains. See `tfflows.imputation.impute` for the method, its
+        cost per row and the MCMC options (`**kwargs`).
+        """
+        from tfflows.imputation import impute
+        return impute(self, x, num_samples=num_samples, seed=seed,
+                      context=context, **kwargs)
+
     # -- Keras ----------------------------------------------------------------
     def compile(self, optimizer="adam", jit_compile="auto",
                 steps_per_execution="auto", **kwargs):
