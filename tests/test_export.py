@@ -163,14 +163,19 @@ def test_onnx_tolerance_scales_with_the_value(tmp_path):
     # A Glow whose log-densities of the probe images are thousands of nats:
     # ONNX Runtime's float32 kernels differ from TensorFlow's by ~1e-3 nats
     # there (one part in a million), which an absolute 1e-4 rejected.
-    keras.utils.set_random_seed(0)
-    glow = tff.models.glow(image_shape=(8, 8, 1), levels=2, steps_per_level=2,
-                           hidden_channels=8, num_bins=17)
-    perturb(glow, scale=0.15)
+    # The initial weights depend on what ran before in the process, so the
+    # perturbation grows until the probe's log-densities reach that range.
+    probe = np.random.default_rng(0).uniform(0.02, 0.98, (8, 8, 8, 1)).astype(np.float32)
+    for scale in (0.15, 0.2, 0.25, 0.3):
+        keras.utils.set_random_seed(0)
+        glow = tff.models.glow(image_shape=(8, 8, 1), levels=2, steps_per_level=2,
+                               hidden_channels=8, num_bins=17)
+        perturb(glow, scale=scale)
+        log_prob = glow.log_prob(probe)
+        if float(tf.reduce_max(tf.abs(log_prob))) > 1e3:
+            break
+    assert 1e3 < float(tf.reduce_max(tf.abs(log_prob))) < 1e12
     path = tff.export.saved_model(glow, tmp_path / "m")
-    log_prob = glow.log_prob(np.random.default_rng(0).uniform(
-        0.02, 0.98, (8, 8, 8, 1)).astype(np.float32))
-    assert float(tf.reduce_max(tf.abs(log_prob))) > 1e3
     results = tff.export.onnx(path, tmp_path / "onnx")
     assert max(diff for _, diff in results.values()) <= onnx_module.ONNX_ATOL
     # One float32 ulp at these values is ~1e-3: whether the runtimes differ
