@@ -61,6 +61,7 @@ def test_csv_header_is_optional_and_no_row_is_lost(tmp_path):
 @pytest.mark.parametrize("name, content, match", [
     # Rows counted from 1 everywhere; CSV messages also give the file's line.
     ("words.csv", "a,b\n1,x\n", r"column 'b' is not numeric \(line 2: 'x'\)"),
+    ("empty.csv", "a,b\n1,\n", r"column 'b' has an empty cell \(line 2\); fill missing values first, e\.g\. with `tfflows impute`"),
     ("nan.csv", "a,b\n1,2\nnan,3\n1,inf\n", r"2 rows with NaN or Inf \(first: row 2, line 3\)"),
     ("nohead.csv", "1,2\nnan,3\n", r"1 rows with NaN or Inf \(first: row 2, line 2\)"),
     ("ragged.csv", "a,b\n1,2,3\n", "line 2 has 3 fields"),

@@ -96,6 +96,10 @@ def _read_csv(path, allow_missing=False):
             column = next(i for i, v in enumerate(row)
                           if not _is_number(v, allow_missing))
             name = repr(header[column]) if header is not None else column + 1
+            if not row[column].strip():
+                raise ValueError(f"{path}: column {name} has an empty cell (line "
+                                 f"{line}); fill missing values first, e.g. with "
+                                 "`tfflows impute`") from None
             raise ValueError(f"{path}: column {name} is not numeric "
                              f"(line {line}: {row[column]!r})") from None
     return np.asarray(values), first_line
