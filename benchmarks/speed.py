@@ -70,7 +70,7 @@ def dense_passes(flow, x):
     """A `tf.function` running every MADE of `flow` on `x` as plain dense
     layers (kernels masked beforehand, bias, relu) and nothing else: the
     arithmetic of one pass per layer, IAF sampling's floor. Returns each
-    network's raw output `[N, 2 D]` (column `d * 2 + p`, as MADE's)."""
+    network's raw output `[N, P D]` (MADE's column order)."""
     layers = [[(tf.constant(kernel), tf.constant(bias))
                for kernel, bias in masked_dense_layers(layer.made)]
               for layer in flow.flow_layers if isinstance(layer, L.MaskedAutoregressive)]

@@ -202,8 +202,14 @@ def mirror(flow, exact=False):
 def _network_weights(layer):
     """A tfflows layer's network weights as arrays, MADE kernels masked."""
     if isinstance(layer, L.MaskedAutoregressive):
-        return [np.asarray(w) for kernel, bias in masked_dense_layers(layer.made)
-                for w in (kernel, bias)]
+        weights = [np.asarray(w) for kernel, bias in masked_dense_layers(layer.made)
+                   for w in (kernel, bias)]
+        made = layer.made
+        if made.param_major:  # TFP's columns go input by input: d * P + p
+            order = (np.arange(made.num_params)[None, :] * made.event_size
+                     + np.arange(made.event_size)[:, None]).ravel()
+            weights[-2], weights[-1] = weights[-2][:, order], weights[-1][order]
+        return weights
     return [w.numpy() for w in layer.network.weights]
 
 
@@ -215,9 +221,10 @@ def masked_dense_layers(made):
 def copy_weights(flow, reference):
     """Loads the tfflows flow's network weights into its TFP mirror.
 
-    Both store kernel, bias per dense layer in order, and both lay out the
-    outputs the same way (MADE: column `d * P + p`; coupling nets: one block
-    per parameter), so after the copy the two compute the same density, up
+    Both store kernel, bias per dense layer in order; a parameter-major
+    MADE's output columns (`p * D + d`) are reordered to TFP's `d * P + p`
+    (coupling nets: one block per parameter in both), so after the copy the
+    two compute the same density, up
     to tfflows' soft clamp of the log-scale (`5 tanh(s / 5)`) for TFP's
     own affine form.
     """

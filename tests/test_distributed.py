@@ -143,12 +143,11 @@ def test_mirrored_fit_matches_one_device(tmp_path):
         for key in ("loc", "log_scale"):
             np.testing.assert_allclose(state[key], one["actnorm_init"][name][key],
                                        atol=1e-6)
-    print("max |w(1 device) - w(2 devices)|:",
-          max(float(np.max(np.abs(w_one[k] - w_two[k]))) for k in w_one))
-    # Two devices sum the batch in another order; Adam's normalised steps
-    # turn those roundings into weight differences of up to ~2.4e-5 after
-    # 75 steps (measured), where dropping a replica's gradients or seeing
-    # other batches moves weights by up to the learning rate (1e-3) per step.
+    print("largest |w(1 device) - w(2 devices)|:", sorted(
+        ((float(np.max(np.abs(w_one[k] - w_two[k]))), k) for k in w_one))[-4:])
+    # Two devices sum the batch in another order: weights differ by
+    # roundings (SGD, see distributed_worker.py), where dropping a replica's
+    # gradients or seeing other batches moves them by ~1e-2 per step.
     _assert_same_weights(w_one, w_two, atol=1e-4)
 
 

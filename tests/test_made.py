@@ -22,11 +22,13 @@ def _randomize(layer, seed=0):
         w.assign(rng.normal(size=w.shape).astype(w.dtype))
 
 
-def _paths(masks, num_params):
+def _paths(masks, num_params, param_major=True):
     """paths[j, i, p]: whether some path links input j to output (i, p)."""
     conn = np.eye(masks[0].shape[0], dtype=np.int64)
     for m in masks:
         conn = (conn @ m.astype(np.int64) > 0).astype(np.int64)
+    if param_major:  # column p * D + i
+        return conn.reshape(conn.shape[0], num_params, -1).transpose(0, 2, 1) > 0
     return conn.reshape(conn.shape[0], -1, num_params).astype(bool)
 
 
@@ -47,10 +49,11 @@ def _make_order(kind, d):
 @pytest.mark.parametrize("d", [1, 2, 5])
 @pytest.mark.parametrize("order_kind", ORDERS)
 @pytest.mark.parametrize("hidden_degrees", ["equal", "random"])
-@pytest.mark.parametrize("num_params", [1, 2])
-def test_autoregressive_property(d, order_kind, hidden_degrees, num_params):
+@pytest.mark.parametrize("num_params, param_major", [(1, True), (2, True), (3, False)])
+def test_autoregressive_property(d, order_kind, hidden_degrees, num_params, param_major):
     made = MADE(d, num_params, hidden_units=(7, 6), input_order=_make_order(order_kind, d),
-                hidden_degrees=hidden_degrees, activation="tanh", seed=3, dtype="float64")
+                hidden_degrees=hidden_degrees, activation="tanh", seed=3, dtype="float64",
+                param_major=param_major)
     x = tf.constant(np.random.default_rng(1).normal(size=(4, d)))
     made(x)
     _randomize(made)
@@ -60,7 +63,7 @@ def test_autoregressive_property(d, order_kind, hidden_degrees, num_params):
     masks = made.masks
     assert [m.shape for m in masks] == [(d, 7), (7, 6), (6, d * num_params)]
     assert all(set(np.unique(m)) <= {0.0, 1.0} for m in masks)
-    paths = _paths(masks, num_params)
+    paths = _paths(masks, num_params, param_major)
     allowed = order[:, None] < order[None, :]  # [j, i]: order[j] < order[i]
     assert not np.any(paths & ~allowed[:, :, None])
     if hidden_degrees == "equal":  # every hidden width >= D - 1: all allowed paths exist
@@ -82,10 +85,13 @@ def test_autoregressive_property(d, order_kind, hidden_degrees, num_params):
 @pytest.mark.parametrize("order_kind", ORDERS)
 @pytest.mark.parametrize("hidden_units", [(7,), (7, 6), (3, 9, 4)])
 @pytest.mark.parametrize("context_dim", [None, 2])
+@pytest.mark.parametrize("num_params, param_major", [(2, True), (3, False)])
 def test_step_fn_equals_the_full_network_column_by_column(d, order_kind, hidden_units,
-                                                          context_dim):
-    made = MADE(d, 2, hidden_units=hidden_units, input_order=_make_order(order_kind, d),
-                context_dim=context_dim, activation="tanh", seed=3, dtype="float64")
+                                                          context_dim, num_params,
+                                                          param_major):
+    made = MADE(d, num_params, hidden_units=hidden_units,
+                input_order=_make_order(order_kind, d), context_dim=context_dim,
+                activation="tanh", seed=3, dtype="float64", param_major=param_major)
     rng = np.random.default_rng(1)
     x = tf.constant(rng.normal(size=(4, d)))
     context = None if context_dim is None else tf.constant(rng.normal(size=(4, 2)))
@@ -120,7 +126,7 @@ def test_masks_match_degree_rule_and_narrow_hidden_layers():
         for a in range(len(degrees[k])):
             for b in range(len(degrees[k + 1])):
                 assert masks[k][a, b] == float(degrees[k + 1][b] >= degrees[k][a])
-    out_degrees = np.repeat(degrees[0], 2)
+    out_degrees = np.tile(degrees[0], 2)  # parameter-major: column p * D + d
     for a in range(4):
         for b in range(12):
             assert masks[3][a, b] == float(out_degrees[b] > degrees[3][a])
@@ -225,6 +231,9 @@ def test_config_round_trip():
     assert explicit.get_config()["input_order"] == [2, 3, 1]
     assert explicit.get_config()["seed"] is None
     assert MADE.from_config(explicit.get_config()).get_config() == explicit.get_config()
+    # Configs saved before `param_major` existed had input-major columns.
+    legacy = {k: v for k, v in config.items() if k != "param_major"}
+    assert config["param_major"] and not MADE.from_config(legacy).param_major
 
 
 def test_save_and_load(tmp_path):

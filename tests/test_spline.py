@@ -86,7 +86,8 @@ def test_inverse_error_is_bounded_by_the_conditioning():
     y32, _ = spline.forward(tf.constant(x, tf.float32), params32)
     x32, _ = spline.inverse(y32, params32)
     knots = [tf.cast(t, tf.float64) for t in spline.spline(params32)]
-    exact, log_dx_dy = rq.inverse(tf.cast(y32, tf.float64), *knots)
+    exact, log_dx_dy = rq.inverse(tf.cast(y32, tf.float64),
+                                  *(tf.unstack(k, axis=-1) for k in knots))
     bound = 10 * np.finfo(np.float32).eps * 3.0 * (1 + np.exp(log_dx_dy.numpy()))
     assert np.all(np.abs(x32.numpy() - exact.numpy()) <= bound)
 

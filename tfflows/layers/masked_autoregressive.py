@@ -56,6 +56,8 @@ class MaskedAutoregressive(FlowLayer):
         `tfflows.bijectors.transformers.Transformer`.
       spline_bins: "spline" only: bins K (default 8).
       tail_bound: "spline" only: the spline acts on `[-B, B]` (default 3).
+      param_major: MADE's output column order (`tfflows.nn.MADE`); layers
+        saved before this option existed load with False.
     """
 
     conditional = True
@@ -64,7 +66,7 @@ class MaskedAutoregressive(FlowLayer):
     def __init__(self, hidden_units=(64, 64), iaf=False, input_order="natural",
                  activation="relu", context_dim=None, seed=None,
                  transformer="affine", spline_bins=None, tail_bound=None,
-                 **kwargs):
+                 param_major=True, **kwargs):
         super().__init__(context_dim=context_dim, **kwargs)
         self.hidden_units = tuple(hidden_units)
         self.iaf = bool(iaf)
@@ -73,6 +75,7 @@ class MaskedAutoregressive(FlowLayer):
         if seed is None:  # realised now, so the config reproduces the order
             seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
         self.seed = int(seed)
+        self.param_major = bool(param_major)
         if transformer == "affine":
             # The shift goes last in the layer's one-pass direction: the
             # density for MAF (trained by likelihood), sampling for IAF
@@ -101,6 +104,7 @@ class MaskedAutoregressive(FlowLayer):
                             activation=self.activation,
                             context_dim=self.context_dim, seed=self.seed,
                             output_kernel_initializer=output_init,
+                            param_major=self.param_major,
                             dtype=self.dtype_policy, name="made")
         build_network(self.made, input_shape, self.context_dim,
                       self.compute_dtype)
@@ -127,8 +131,11 @@ class MaskedAutoregressive(FlowLayer):
                 "iaf": self.iaf,
                 "input_order": order if isinstance(order, str) else list(order),
                 "activation": self.activation, "seed": self.seed,
-                "transformer": transformer_config(self._transformer)}
+                "transformer": transformer_config(self._transformer),
+                "param_major": self.param_major}
 
     @classmethod
     def from_config(cls, config):
-        return cls(**upgrade_config(config))
+        config = upgrade_config(config)
+        config.setdefault("param_major", False)  # saved before the option
+        return cls(**config)
