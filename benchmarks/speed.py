@@ -96,3 +96,11 @@ def network_matmul_seconds(flow, num_samples, repeats):
         (num_samples, flow.event_shape[-1])).astype("float32")
     (seconds,) = median_seconds(dense_passes(flow, x), repeats=repeats)
     return seconds
+
+
+def matmul_flops_per_example(flow):
+    """Multiply-adds of one example's pass through every dense kernel of a
+    vector flow (its rank-2 trainable variables), doubled: the matmul
+    arithmetic a density pass cannot avoid (training does about 3x this)."""
+    return 2 * sum(int(np.prod(v.shape)) for v in flow.trainable_variables
+                   if len(v.shape) == 2)

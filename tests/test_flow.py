@@ -173,6 +173,31 @@ def test_reloaded_actnorm_is_not_reinitialised(tmp_path):
         np.testing.assert_array_equal(layer.log_scale.numpy(), log_scale)
 
 
+def test_initialize_stops_at_the_last_layer_that_needs_it(monkeypatch):
+    """The first batch goes through the layers only as far as the last
+    uninitialised actnorm; once all are set (every later `fit` call) no
+    layer runs at all."""
+    glow = tff.models.glow((4, 4, 1), levels=2, steps_per_level=1,
+                           hidden_channels=8, num_bins=BINS)
+    calls = []
+    for layer in glow.flow_layers:
+        original = layer.initialize_from
+        monkeypatch.setattr(layer, "initialize_from",
+                            lambda h, c=None, f=original, n=layer.name:
+                            calls.append(n) or f(h, c))
+    x = _images(8, (4, 4, 1)) + 0.5 / BINS
+    pending = [i for i, l in enumerate(glow.flow_layers) if l.needs_initialization]
+    assert 0 < pending[-1] < len(glow.flow_layers) - 1  # layers after it exist
+    glow.initialize(x)
+    assert not any(l.needs_initialization for l in glow.flow_layers)
+    assert calls == [l.name for l in glow.flow_layers[:pending[-1] + 1]]
+    calls.clear()
+    glow.initialize(x)
+    assert calls == []
+    with pytest.raises(ValueError):  # input checks still apply
+        glow.initialize(np.zeros((2, 3), np.float32))
+
+
 # -- the change of variables -----------------------------------------------------
 def _perturbed(name, x):
     flow = BUILDERS[name][0]()
@@ -344,6 +369,22 @@ def test_fit_reshuffles_arrays_every_epoch_after_a_global_seed():
     np.testing.assert_array_equal(orders, _epoch_orders(0))   # reproducible
     assert not np.array_equal(orders, _epoch_orders(1))
     assert sorted(_epoch_orders(0, epochs=1, shuffle=False)[0]) == [0, 16, 32, 48]
+
+
+def test_epoch_batches_cover_every_row_once_with_a_short_last_batch():
+    from tfflows.flow import _epoch_shuffled
+    keras.utils.set_random_seed(3)
+    x = {"x": np.arange(10, dtype="float32")[:, None], "context": np.arange(10.)[:, None]}
+    dataset = _epoch_shuffled(x, 4)
+    epochs = [[{k: v.numpy()[:, 0] for k, v in batch.items()} for batch in dataset]
+              for _ in range(3)]
+    for batches in epochs:
+        assert [len(b["x"]) for b in batches] == [4, 4, 2]
+        rows = np.concatenate([b["x"] for b in batches])
+        assert sorted(rows) == list(range(10))
+        np.testing.assert_array_equal(rows, np.concatenate([b["context"] for b in batches]))
+    orders = {tuple(np.concatenate([b["x"] for b in batches])) for batches in epochs}
+    assert len(orders) == 3
 
 
 def test_fit_validation_split_takes_the_last_rows():

@@ -117,18 +117,35 @@ def _epoch_shuffled(x, batch_size):
 
     The seed is drawn from NumPy's global generator, so a run after
     `keras.utils.set_random_seed` is reproducible and each `fit` call gets
-    its own sequence of orders. Batches are gathered from the whole array
-    (one copy to a tensor), as Keras's array adapter does.
+    its own sequence of orders. Each epoch draws one seed
+    (`Dataset.random`, new on every iteration), shuffles the row indices in
+    one stateless op and cuts them into batches, which are gathered from the
+    whole array (one copy to a tensor), as Keras's array adapter does; the
+    last batch is short if `batch_size` does not divide the rows. (A
+    `Dataset.range(n).shuffle(n)` pipeline costs about 4x more per epoch,
+    element by element, on the cores the training step needs.)
     """
     data = tf.nest.map_structure(tf.convert_to_tensor, x)
     n = int(tf.nest.flatten(data)[0].shape[0])
     seed = int(np.random.randint(0, 2**31 - 1))
-    indices = (tf.data.Dataset.range(n)
-               .shuffle(n, seed=seed, reshuffle_each_iteration=True)
-               .batch(batch_size))
+    full, rest = divmod(n, batch_size)
+
+    def batches(epoch_seed):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64),
+            seed=tf.stack([epoch_seed, tf.constant(seed, tf.int64)]))
+        out = tf.data.Dataset.from_tensor_slices(
+            tf.reshape(order[:full * batch_size], [full, batch_size]))
+        if rest:
+            out = out.concatenate(
+                tf.data.Dataset.from_tensors(order[full * batch_size:]))
+        return out
+
     gather = lambda i: tf.nest.map_structure(lambda t: tf.gather(t, i), data)
-    return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-        tf.data.AUTOTUNE)
+    return (tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+            .take(1).flat_map(batches)
+            .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
 
 
 @keras.saving.register_keras_serializable(package="tfflows")
@@ -556,11 +573,17 @@ class Flow(keras.Model):
 
         `fit` calls it on the first batch; call it yourself to initialise
         without training. Layers already initialised (e.g. after a reload)
-        are left alone.
+        are left alone, and the batch goes only as far as the last layer
+        that still needs it (so later `fit` calls pay nothing here).
         """
-        h = self.objective.dequantize(self._check_x(x))
-        context = self.check_context(context, tf.shape(h)[0])
-        for layer in self.flow_layers:
+        x = self._check_x(x)
+        context = self.check_context(context, tf.shape(x)[0])
+        pending = [i for i, layer in enumerate(self.flow_layers)
+                   if layer.needs_initialization]
+        if not pending:
+            return
+        h = self.objective.dequantize(x)
+        for layer in self.flow_layers[:pending[-1] + 1]:
             h = layer.initialize_from(h, context)
 
     def _trackable_children(self, save_type="checkpoint", **kwargs):

@@ -60,6 +60,10 @@ class ActNorm(FlowLayer):
         self.initialized.assign(np.ones((), self.initialized.dtype))
         return True
 
+    @property
+    def needs_initialization(self):
+        return not self.is_initialized
+
     def initialize_from(self, x, context=None):
         self.initialize(x)
         return super().initialize_from(x, context)

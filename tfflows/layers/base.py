@@ -114,6 +114,11 @@ class FlowLayer(keras.layers.Layer):
     def call(self, x, context=None):
         return self.inverse(x, context)
 
+    @property
+    def needs_initialization(self):
+        """Whether `initialize_from` still has something to set from data."""
+        return False
+
     def initialize_from(self, x, context=None):
         """Data-dependent initialisation hook: sees the batch arriving from
         the data side and returns this layer's output for the next layer.

@@ -55,6 +55,10 @@ class FactorOut(FlowLayer):
         self._kept = kept
         super().build(input_shape)
 
+    @property
+    def needs_initialization(self):
+        return any(layer.needs_initialization for layer in self.inner_layers)
+
     def initialize_from(self, x, context=None):
         h = x[..., :self._kept]
         for layer in self.inner_layers:
