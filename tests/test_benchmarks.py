@@ -101,8 +101,9 @@ def test_iaf_floor_does_the_networks_arithmetic():
     outputs = dense_passes(flow, x)()
     assert len(outputs) == len(mades) == 2
     for made, out in zip(mades, outputs):
-        np.testing.assert_allclose(out.numpy().reshape(8, 5, 2), made(x).numpy(),
-                                   rtol=1e-5, atol=1e-6)
+        assert made.param_major  # columns p * D + d
+        np.testing.assert_allclose(out.numpy().reshape(8, 2, 5).transpose(0, 2, 1),
+                                   made(x).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_breast_cancer_is_whitened_without_near_duplicate_features():
