@@ -277,11 +277,13 @@ arithmetic (2 CPU cores, 2026-11-23):
   softmax, the running sums and the bin search are chains of elementwise
   ops that fuse into a few vectorised loops, and MADE lays its outputs out
   parameter by parameter (each parameter's D values contiguous): 22 ms.
-  What remains is arithmetic: a spline needs 23 parameters per dimension
-  where the affine map needs 2, so an NSF-AR's matmuls are 3x a MAF's of
-  the same widths (the "matmul arithmetic" in the row), and its epoch time
-  stays above the 1.5x of MAF's that was hoped for. TFP's own spline flow
-  pays several times more than its MAF (the TFP column of that row).
+  What remains is mostly arithmetic: a spline needs 23 parameters per
+  dimension where the affine map needs 2, so an NSF-AR's matmuls are 2.9x
+  a MAF's of the same widths (the "matmul arithmetic" in the row), and its
+  epoch time stays above the 1.5x of MAF's that was hoped for. TFP's own
+  spline flows pay about 8x their affine ones' time (the TFP column of
+  those rows); zuko 1.6's NSF, timed outside this run on the same machine
+  and shapes, 5.7x its MAF's (47 against 8.3 ms per step).
 - Eager calls. `Flow.log_prob`, `sample`, `encode` and `decode` run as cached
   graphs when called eagerly (2-3x faster than eager at 10,000 examples);
   the table times both libraries inside `tf.function` to compare the graphs.
@@ -302,6 +304,12 @@ Targets missed or marginal, and why:
   depend on one another, so these small matmuls cannot share the two cores
   (the same networks run independently take half the time), and a
   hand-written TensorFlow step with the same arithmetic is no faster.
+  In the 2026-12-02 run it reads 1.18x, below target: tfflows' RealNVP
+  epochs went from 66k examples/s (2026-11-23) to about 53k. The
+  per-epoch order (a new shuffle every epoch since 2026-12-01, rewritten
+  on 2026-12-02) is not the cause: whole `fit` calls measure 50-58k both
+  before and after the rewrite. Not yet explained; the benchmark issue
+  owns it.
 
 Density quality: comparing the two libraries found that the start of
 tfflows' MADE output layer matters. Exactly zero (no gradient reaches the
@@ -315,4 +323,14 @@ size beat the Gaussian at all: on the standardised features both libraries'
 flows stopped early 6-13 nats worse than it, from 389 training rows. The
 spread across seeds (in brackets) is often wider than the gap between the
 libraries: read single cells with that in mind.
+
+Splines against affine maps (same stacks, same budget): NSF-AR and NSF-C
+are best on digits (2.01 bits/dim against MAF's 2.24 and RealNVP's 2.21)
+and on two moons (1.187 nats against 1.261 and 1.243). On breast cancer
+the median reads worse (NSF-AR 39.05 against MAF's 38.74), but seed by
+seed NSF-AR beats MAF on two of the three (38.24 against 38.46, 41.64
+against 42.62; 39.05 against 38.74 on seed 0): within the seed spread of
+389 training rows. Quality trainings were run at commit 543b13a and are
+kept in `benchmarks/quality_runs.jsonl` (`--cache` reuses them); the
+speed tables ran with the library at commit 27e4280.
 """

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import keras
 import numpy as np
@@ -385,6 +386,13 @@ def test_epoch_batches_cover_every_row_once_with_a_short_last_batch():
         np.testing.assert_array_equal(rows, np.concatenate([b["context"] for b in batches]))
     orders = {tuple(np.concatenate([b["x"] for b in batches])) for batches in epochs}
     assert len(orders) == 3
+    assert dataset.cardinality() == 3  # Keras reads it (else: "ran out of data")
+    flow = tff.models.realnvp(2, num_layers=1, hidden_units=(4,))
+    flow.compile(steps_per_execution=2)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*ran out of data")
+        history = flow.fit(_vectors(10, d=2), batch_size=4, epochs=2, verbose=0)
+    assert len(history.history["nll"]) == 2
 
 
 def test_fit_validation_split_takes_the_last_rows():

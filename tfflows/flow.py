@@ -142,8 +142,11 @@ def _epoch_shuffled(x, batch_size):
         return out
 
     gather = lambda i: tf.nest.map_structure(lambda t: tf.gather(t, i), data)
+    # flat_map hides the number of batches; Keras needs it (without it, it
+    # warns "Your input ran out of data" at the end of every epoch).
     return (tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
             .take(1).flat_map(batches)
+            .apply(tf.data.experimental.assert_cardinality(full + bool(rest)))
             .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
 
