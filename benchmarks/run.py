@@ -330,7 +330,7 @@ and on two moons (1.187 nats against 1.261 and 1.243). On breast cancer
 the median reads worse (NSF-AR 39.05 against MAF's 38.74), but seed by
 seed NSF-AR beats MAF on two of the three (38.24 against 38.46, 41.64
 against 42.62; 39.05 against 38.74 on seed 0): within the seed spread of
-389 training rows. Quality trainings were run at commit 543b13a and are
-kept in `benchmarks/quality_runs.jsonl` (`--cache` reuses them); the
-speed tables ran with the library at commit 27e4280.
+389 training rows. With `--cache`, quality cells come from the trainings
+kept in that file (`benchmarks/quality_runs.jsonl`: 543b13a's), which may
+predate the library that ran the speed tables.
 """
