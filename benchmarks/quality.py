@@ -6,8 +6,11 @@ validation NLL (best weights kept, patience 10); tfflows trains with
 `Flow.fit`, TFP with its usual `tf.function` loop.
 """
 
+import contextlib
 import json
+import multiprocessing
 import os
+from concurrent import futures
 
 import keras
 import numpy as np
@@ -154,7 +157,18 @@ def _datasets(quick, seed):
             "digits (64-D, logit)": (digits_vectors(seed), tff.data.DIGITS_NUM_BINS)}
 
 
-def run(quick, seeds=None, cache=None):
+def _one_training(kind, data, hidden, num_layers, num_bins, epochs, batch, lr,
+                  seed, jit_compile):
+    """Builds and trains one flow and its TFP mirror: `(tfflows, TFP)`."""
+    train, val, test = data
+    keras.utils.set_random_seed(seed)
+    flow, reference = _vector_flows(kind, train.shape[1], hidden, num_layers,
+                                    logit=bool(num_bins))
+    return held_out(flow, reference, train, val, test, epochs, batch, lr,
+                    num_bins, seed=seed, jit_compile=jit_compile)
+
+
+def run(quick, seeds=None, cache=None, isolate=None):
     """Rows `(dataset, flow, metric, tfflows, TFP, baseline)`, each value a
     list over `seeds` (default `SEEDS`; one seed if `quick`); the baseline is
     the best Gaussian's test NLL, or a uniform model's bits/dim.
@@ -163,10 +177,24 @@ def run(quick, seeds=None, cache=None):
     to it at once and trainings already in it are not run again: an
     interrupted run resumes where it stopped, and runs over different
     `seeds` can share the work and be gathered by a last run over all.
+
+    `isolate` (default: unless `quick`) runs every training in a new
+    process: XLA keeps every program it compiles for the life of the
+    process (0.1-1.2 GB per training here, freed by nothing else), and
+    the 36 full trainings in one process ran out of 24 GiB.
     """
     seeds = SEEDS[:1] if quick else tuple(seeds or SEEDS)
+    isolate = not quick if isolate is None else isolate
     done = _read_cache(cache)
     rows = {}
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(futures.ProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("spawn"),
+            max_tasks_per_child=1)) if isolate else None
+        return _run(quick, seeds, cache, done, rows, pool)
+
+
+def _run(quick, seeds, cache, done, rows, pool):
     for seed in seeds:
         for label, ((train, val, test), num_bins) in _datasets(quick, seed).items():
             hidden, epochs, batch, lr = BUDGETS[label]
@@ -177,15 +205,12 @@ def run(quick, seeds=None, cache=None):
             for kind, num_layers in LAYERS.items():
                 key = f"{seed}|{label}|{kind}|{'quick' if quick else 'full'}"
                 if key not in done:
-                    keras.utils.set_random_seed(seed)
-                    flow, reference = _vector_flows(kind, train.shape[1], hidden,
-                                                    2 if quick else num_layers,
-                                                    logit=bool(num_bins))
-                    done[key] = held_out(
-                        flow, reference, train, val, test, epochs, batch, lr,
-                        num_bins, seed=seed,
-                        # --quick checks the script, not XLA
-                        jit_compile=False if quick else "auto")
+                    args = (kind, (train, val, test), hidden,
+                            2 if quick else num_layers, num_bins, epochs, batch,
+                            lr, seed,
+                            False if quick else "auto")  # --quick: no XLA
+                    done[key] = (_one_training(*args) if pool is None
+                                 else pool.submit(_one_training, *args).result())
                     _append_cache(cache, key, done[key])
                 metric = "bits/dim" if num_bins else "NLL (nats)"
                 row = rows.setdefault((label, kind, metric), ([], [], []))

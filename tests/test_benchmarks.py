@@ -115,3 +115,19 @@ def test_breast_cancer_is_whitened_without_near_duplicate_features():
     np.testing.assert_allclose(train.mean(0), 0.0, atol=1e-5)
     # The held-out rows are whitened with the training statistics, not their own.
     assert np.abs(np.cov(test, rowvar=False) - np.eye(26)).max() > 0.05
+
+
+def test_isolated_trainings_give_the_in_process_figures(tmp_path, monkeypatch):
+    """`isolate=True` trains each flow in a new process (XLA's compile cache
+    is never freed inside one) and gets the same numbers."""
+    from benchmarks import quality
+    monkeypatch.setattr(quality, "LAYERS", {"MAF": 5})
+    monkeypatch.setattr(quality, "_datasets", lambda quick, seed: {
+        "two moons (2-D)": (quality.moons(512, seed), None)})
+    here = quality.run(quick=True, isolate=False)
+    cache = tmp_path / "runs.jsonl"
+    spawned = quality.run(quick=True, isolate=True, cache=str(cache))
+    assert [row[:3] for row in here] == [row[:3] for row in spawned]
+    np.testing.assert_allclose(np.array([row[3:] for row in spawned], float),
+                               np.array([row[3:] for row in here], float), rtol=1e-5)
+    assert len(cache.read_text().splitlines()) == 1
