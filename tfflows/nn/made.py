@@ -127,9 +127,10 @@ class MADE(keras.layers.Layer):
         param_major: the output kernel's column order, parameter by
             parameter (`p * D + d`, the default) or input by input
             (`d * num_params + p`: MADEs saved before this option existed,
-            whose configs load with False). The output shape is the same; parameter-major
-            keeps each parameter's D values contiguous, which transformers
-            with many parameters (splines) read about 1.3x faster in training.
+            whose configs load with False). The output shape is the same;
+            parameter-major keeps each parameter's D values contiguous,
+            which transformers with many parameters (splines) read faster:
+            an NSF-AR trains about 1.3x faster.
         **kwargs: standard `keras.layers.Layer` arguments (`name`, `dtype`...).
 
     Input shape:
