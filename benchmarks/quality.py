@@ -185,16 +185,16 @@ def run(quick, seeds=None, cache=None, isolate=None):
     """
     seeds = SEEDS[:1] if quick else tuple(seeds or SEEDS)
     isolate = not quick if isolate is None else isolate
-    done = _read_cache(cache)
-    rows = {}
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(futures.ProcessPoolExecutor(
             1, mp_context=multiprocessing.get_context("spawn"),
             max_tasks_per_child=1)) if isolate else None
-        return _run(quick, seeds, cache, done, rows, pool)
+        return _run(quick, seeds, cache, pool)
 
 
-def _run(quick, seeds, cache, done, rows, pool):
+def _run(quick, seeds, cache, pool):
+    done = _read_cache(cache)
+    rows = {}
     for seed in seeds:
         for label, ((train, val, test), num_bins) in _datasets(quick, seed).items():
             hidden, epochs, batch, lr = BUDGETS[label]
