@@ -87,7 +87,7 @@ def test_inverse_error_is_bounded_by_the_conditioning():
     x32, _ = spline.inverse(y32, params32)
     knots = [tf.cast(t, tf.float64) for t in spline.spline(params32)]
     exact, log_dx_dy = rq.inverse(tf.cast(y32, tf.float64),
-                                  *(tf.unstack(k, axis=-1) for k in knots))
+                                  *(tf.transpose(k) for k in knots))
     bound = 10 * np.finfo(np.float32).eps * 3.0 * (1 + np.exp(log_dx_dy.numpy()))
     assert np.all(np.abs(x32.numpy() - exact.numpy()) <= bound)
 

@@ -1,13 +1,16 @@
 """Stateless rational-quadratic spline math (Durkan et al. 2019, eqs. 4-8).
 
-A spline of K bins is held bin by bin: knot positions, sizes and
-derivatives are Python lists of tensors shaped like the entries (`[...]`),
-not `[..., K]` tensors. Every step is then an elementwise op over all
-entries at once: the softmax, the running sum of bin sizes and the bin
-search unroll into K-term chains that XLA fuses into a few vectorised
-loops (reductions over a short minor axis of size K do not vectorise on
-CPU: this form trains an NSF's spline about twice as fast, with XLA or
-without). Every op converts to ONNX (no searchsorted, no gather).
+A spline of K bins is held with the bin axis leading: raw values and bin
+sizes are `[K, ...]` tensors, knots and knot derivatives `[K + 1, ...]`,
+where `...` is the shape of the entries. Every step is then one op over
+all bins and entries at once, and the reductions over bins (the softmax's
+sum, the running sum of sizes, the pick of one bin) run over the major
+axis: elementwise work across whole `[...]` slabs, which vectorises (a
+reduction over a minor axis of size K does not, on CPU), and a graph whose
+size does not grow with K (an NSF trains from a graph a few times smaller
+than one op per bin gives, so it traces and compiles faster). The bin of
+each entry is picked by a one-hot product, not a gather: every op
+converts to ONNX (no searchsorted, no gather).
 
 Inputs are already inside `[x_0, x_K]` (the transformer clamps them).
 """
@@ -18,52 +21,48 @@ __all__ = ["bin_sizes", "knots", "locate", "forward", "inverse", "stable_root"]
 
 
 def bin_sizes(raw, bound, min_size):
-    """Bin sizes (a list of K tensors) from raw values (a list of K): a
-    softmax scaled to `2B`, each bin at least `2B min_size`."""
-    top = raw[0]
-    for value in raw[1:]:
-        top = tf.maximum(top, value)
+    """Bin sizes `[K, ...]` from raw values `[K, ...]`: a softmax over the
+    bins scaled to `2B`, each bin at least `2B min_size`."""
+    num_bins = raw.shape[0]
     # The softmax is shift-invariant: the largest value is subtracted for
-    # range only, and no gradient goes through it (through `tf.maximum` it
-    # would be a rounding residue sent to one tied entry, which Adam's
-    # normalised steps amplify into runs that depend on summation order).
-    top = tf.stop_gradient(top)
-    exp = [tf.exp(value - top) for value in raw]
-    total = exp[0]
-    for value in exp[1:]:
-        total = total + value
-    scale = (2. * bound * (1. - min_size * len(raw))) / total
-    return [2. * bound * min_size + value * scale for value in exp]
+    # range only, and no gradient goes through it (through the max it would
+    # be a rounding residue sent to one tied entry, which Adam's normalised
+    # steps amplify into runs that depend on summation order).
+    top = tf.stop_gradient(tf.reduce_max(raw, axis=0, keepdims=True))
+    exp = tf.exp(raw - top)
+    scale = ((2. * bound * (1. - min_size * num_bins))
+             / tf.reduce_sum(exp, axis=0, keepdims=True))
+    return 2. * bound * min_size + exp * scale
 
 
 def knots(sizes, bound):
-    """The K+1 knot positions of bins of `sizes`: `-B`, running sums, `B`
-    (the ends set exactly)."""
-    edge = tf.ones_like(sizes[0]) * bound
-    positions, position = [-edge], -edge
-    for size in sizes[:-1]:
-        position = position + size
-        positions.append(position)
-    return positions + [edge]
+    """The K+1 knot positions `[K + 1, ...]` of bins of `sizes` `[K, ...]`:
+    `-B`, running sums, `B` (the ends set exactly)."""
+    edge = tf.ones_like(sizes[:1]) * bound
+    return tf.concat([-edge, tf.cumsum(sizes[:-1], axis=0) - edge, edge], axis=0)
 
 
 def locate(t, edges, *values):
-    """The entries of each list in `values` (K per list) at the bin of `t`:
-    the last bin whose left edge `edges[k]` is at or below `t`."""
-    chosen = [list_[0] for list_ in values]
-    for k in range(1, len(values[0])):
-        past = t >= edges[k]
-        chosen = [tf.where(past, list_[k], current)
-                  for list_, current in zip(values, chosen)]
-    return chosen
+    """The entries of each of `values` (`[K, ...]` tensors) at the bin of
+    `t` (`[...]`): the last bin whose left edge `edges[k]` is at or below
+    `t`, with `edges` increasing and `t >= edges[0]`.
+
+    `t >= edges[k]` holds for k up to t's bin and fails after it, so the
+    difference of that step and itself shifted by one bin is t's one-hot.
+    """
+    ones = tf.ones_like(t)[tf.newaxis]
+    past = tf.cast(t >= edges[1:-1], t.dtype)  # [K - 1, ...]
+    one_hot = (tf.concat([ones, past], axis=0)
+               - tf.concat([past, tf.zeros_like(ones)], axis=0))
+    return [tf.reduce_sum(one_hot * value, axis=0) for value in values]
 
 
 def _bin(t, edges, x_knots, y_knots, derivatives):
     """`x_k, w_k, y_k, h_k, d_k, d_{k+1}` of the bin of `t`."""
-    widths = [b - a for a, b in zip(x_knots[:-1], x_knots[1:])]
-    heights = [b - a for a, b in zip(y_knots[:-1], y_knots[1:])]
-    return locate(t, edges, x_knots[:-1], widths, y_knots[:-1], heights,
-                  derivatives[:-1], derivatives[1:])
+    x_k, x_k1, y_k, y_k1, d_k, d_k1 = locate(
+        t, edges, x_knots[:-1], x_knots[1:], y_knots[:-1], y_knots[1:],
+        derivatives[:-1], derivatives[1:])
+    return x_k, x_k1 - x_k, y_k, y_k1 - y_k, d_k, d_k1
 
 
 def _log_derivative(xi, slope, d_k, d_k1):
@@ -77,7 +76,7 @@ def _log_derivative(xi, slope, d_k, d_k1):
 
 def forward(x, x_knots, y_knots, derivatives):
     """`(y, log dy/dx)` of the spline at `x` in `[x_0, x_K]`; the knots and
-    derivatives are lists of K+1 tensors."""
+    derivatives are `[K + 1, *x.shape]`."""
     x_k, width, y_k, height, d_k, d_k1 = _bin(x, x_knots, x_knots, y_knots,
                                               derivatives)
     slope = height / width
