@@ -387,6 +387,8 @@ def test_epoch_batches_cover_every_row_once_with_a_short_last_batch():
     orders = {tuple(np.concatenate([b["x"] for b in batches])) for batches in epochs}
     assert len(orders) == 3
     assert dataset.cardinality() == 3  # Keras reads it (else: "ran out of data")
+    # No autotuning thread: deleting its iterator held up one fit call in three.
+    assert dataset.options().autotune.enabled is False
     flow = tff.models.realnvp(2, num_layers=1, hidden_units=(4,))
     flow.compile(steps_per_execution=2)
     with warnings.catch_warnings():
