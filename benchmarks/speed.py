@@ -1,5 +1,7 @@
 """Training, sampling and density speed: tfflows vs TFP's built-ins."""
 
+import time
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -10,33 +12,51 @@ from benchmarks.timing import EpochTimer, median_seconds
 from benchmarks.tfp_flows import masked_dense_layers, mirror
 
 
+KINDS = ("MAF", "IAF", "RealNVP", "NSF-AR", "NSF-C")
+
+
+def build(kind, event_dim, hidden_units, maf_layers, realnvp_layers):
+    """One benchmarked flow, built without actnorm (TFP has none): `kind`
+    one of `KINDS`; MAF, IAF and NSF-AR have `maf_layers` MADE layers,
+    RealNVP and NSF-C `realnvp_layers` couplings."""
+    if kind in ("MAF", "IAF"):
+        builder = tff.models.maf if kind == "MAF" else tff.models.iaf
+        return builder(event_dim, num_layers=maf_layers, hidden_units=hidden_units)
+    if kind == "RealNVP":
+        return tff.models.realnvp(event_dim=event_dim, num_layers=realnvp_layers,
+                                  hidden_units=hidden_units, actnorm=False)
+    if kind == "NSF-AR":
+        return tff.models.nsf(event_dim, num_layers=maf_layers,
+                              hidden_units=hidden_units)
+    if kind == "NSF-C":
+        return tff.models.nsf(event_dim, num_layers=realnvp_layers,
+                              hidden_units=hidden_units, coupling=True,
+                              actnorm=False)
+    raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
+
+
 def architectures(event_dim, hidden_units, maf_layers, realnvp_layers):
-    """The benchmarked flows, built without actnorm (TFP has none)."""
-    return {
-        "MAF": tff.models.maf(event_dim, num_layers=maf_layers,
-                              hidden_units=hidden_units),
-        "IAF": tff.models.iaf(event_dim, num_layers=maf_layers,
-                              hidden_units=hidden_units),
-        "RealNVP": tff.models.realnvp(event_dim=event_dim,
-                                      num_layers=realnvp_layers,
-                                      hidden_units=hidden_units, actnorm=False),
-        "NSF-AR": tff.models.nsf(event_dim, num_layers=maf_layers,
-                                 hidden_units=hidden_units),
-        "NSF-C": tff.models.nsf(event_dim, num_layers=realnvp_layers,
-                                hidden_units=hidden_units, coupling=True,
-                                actnorm=False),
-    }
+    """`{kind: build(kind, ...)}` for every kind."""
+    return {kind: build(kind, event_dim, hidden_units, maf_layers, realnvp_layers)
+            for kind in KINDS}
 
 
 def training_throughput(flow, reference, x, batch_size, epochs,
-                        jit_compile="auto"):
-    """Examples per second, median of warm epochs: `Flow.fit` (compiled
-    with its defaults) vs TFP's training loop, one epoch each in turn so
-    that both see the same machine load. Returns `(ours, theirs, speedup,
-    spread, xla)`: `speedup` is the median over the pairs of epochs of
-    TFP's epoch time over tfflows' (robust to load that changes between
-    pairs), `spread` the lowest and highest of those ratios, and `xla`
-    whether `Flow.compile` chose XLA."""
+                        jit_compile="auto", call_epochs=()):
+    """Training speed of `Flow.fit` (compiled with its defaults) and of
+    TFP's training loop on the numpy array `x`, one epoch each in turn so
+    that both see the same machine load. Returns a dict:
+
+    - `ours`, `theirs`: examples per second, median over warm epochs;
+    - `speedup`: the median over the pairs of epochs of TFP's epoch time
+      over tfflows' (robust to load that changes between pairs), and
+      `spread` the lowest and highest of those ratios;
+    - `epoch_seconds`: `(tfflows, TFP)` median warm epoch times;
+    - `calls`: `{E: (tfflows, TFP)}` seconds of a whole `fit(x, epochs=E)`
+      call (`fit_call_seconds`) and of E epochs of TFP's loop
+      (`tfp_call_seconds`), for each E in `call_epochs`, in turn;
+    - `xla`: whether `Flow.compile` chose XLA.
+    """
     flow.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
     run_tfp_epoch = reference.trainer(x, batch_size)
     flow.fit(x, batch_size=batch_size, epochs=1, verbose=0)  # trace, compile
@@ -48,9 +68,13 @@ def training_throughput(flow, reference, x, batch_size, epochs,
         ours.append(timer.times[0])
         theirs.append(run_tfp_epoch())
     ratios = np.asarray(theirs) / np.asarray(ours)
-    return (len(x) / np.median(ours), len(x) / np.median(theirs),
-            float(np.median(ratios)), (float(ratios.min()), float(ratios.max())),
-            flow.jit_compile)
+    calls = {e: (fit_call_seconds(flow, x, batch_size, e),
+                 tfp_call_seconds(run_tfp_epoch, e)) for e in call_epochs}
+    return {"ours": len(x) / np.median(ours), "theirs": len(x) / np.median(theirs),
+            "speedup": float(np.median(ratios)),
+            "spread": (float(ratios.min()), float(ratios.max())),
+            "epoch_seconds": (float(np.median(ours)), float(np.median(theirs))),
+            "calls": calls, "xla": flow.jit_compile}
 
 
 def sampling_seconds(flow, reference, num_samples, repeats):
@@ -104,3 +128,85 @@ def matmul_flops_per_example(flow):
     arithmetic a density pass cannot avoid (training does about 3x this)."""
     return 2 * sum(int(np.prod(v.shape)) for v in flow.trainable_variables
                    if len(v.shape) == 2)
+
+
+def fit_call_seconds(flow, x, batch_size, epochs):
+    """Wall time of one whole `flow.fit(x, epochs=epochs)` call on a flow
+    that has trained before (traced and compiled): what a user's second
+    call pays, data adapter, every epoch's shuffle and callbacks included."""
+    start = time.perf_counter()
+    flow.fit(x, batch_size=batch_size, epochs=epochs, verbose=0)
+    return time.perf_counter() - start
+
+
+def tfp_call_seconds(run_epoch, epochs):
+    """Wall time of `epochs` epochs of TFP's loop (`TFPFlow.trainer`), its
+    step traced before: a TFP user's loop has no set-up of its own."""
+    start = time.perf_counter()
+    for _ in range(epochs):
+        run_epoch()
+    return time.perf_counter() - start
+
+
+class _FirstExecution(Exception):
+    pass
+
+
+class _StopAtFirstBatch(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        raise _FirstExecution
+
+
+def first_step_seconds(kind, arch, x, batch_size, jit_compile="auto"):
+    """Time to the first finished training step of a new flow, for tfflows
+    and for TFP's loop: `(tfflows, TFP)` in seconds. A top-level function
+    of picklable arguments, to run in a new process ("spawn"), where it
+    pays what a user's first training pays: tracing, XLA compilation where
+    `Flow.compile` chooses it, TensorFlow's one-time start-up.
+
+    tfflows: from `fit(x)` on a flow compiled at its defaults to the end
+    of its first execution (`steps_per_execution` steps, 16 by default:
+    Keras reports no earlier step). TFP: from `trainer(x)` (the `tf.data`
+    pipeline, its shuffle buffer of every row) to the end of its first
+    step, after tfflows' in the same process."""
+    keras.utils.set_random_seed(0)
+    flow = build(kind, **arch)
+    reference = mirror(flow)
+    flow.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
+    start = time.perf_counter()
+    try:
+        flow.fit(x, batch_size=batch_size, epochs=1, verbose=0,
+                 callbacks=[_StopAtFirstBatch()])
+    except _FirstExecution:
+        pass
+    ours = time.perf_counter() - start
+    start = time.perf_counter()
+    reference.trainer(x, batch_size)(steps=1)
+    return ours, time.perf_counter() - start
+
+
+def matmul_floor_seconds(flow, batch_size, repeats, seed=0):
+    """Seconds per training step of a vector flow's matmuls alone: for every
+    dense kernel `W [m, n]` (the flow's rank-2 trainable variables), the
+    forward `x W` and the backward `g W^T` and `x^T g` at `batch_size`
+    rows, run by TensorFlow (oneDNN, no XLA) in one `tf.function`. The
+    arithmetic a training step cannot avoid, masked entries of MADE's
+    kernels included (every library here multiplies them); a library's
+    fraction of the floor is this over its own step time."""
+    rng = np.random.default_rng(seed)
+    kernels = [v for v in flow.trainable_variables if len(v.shape) == 2]
+    operands = [tuple(tf.constant(rng.standard_normal(shape), tf.float32)
+                      for shape in ((batch_size, m), (m, n), (batch_size, n)))
+                for m, n in (tuple(k.shape) for k in kernels)]
+
+    @tf.function
+    def step():
+        total = 0.0
+        for x, w, g in operands:
+            for product in (tf.matmul(x, w), tf.matmul(g, w, transpose_b=True),
+                            tf.matmul(x, g, transpose_a=True)):
+                total += product[0, 0]
+        return total
+
+    (seconds,) = median_seconds(step, repeats=repeats, number=20)
+    return seconds

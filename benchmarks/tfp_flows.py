@@ -53,8 +53,9 @@ class TFPFlow(tf.Module):
         """Maximum likelihood the way TFP's examples train: a `tf.function`
         step with a `tf_keras` Adam over shuffled `tf.data` batches
         (uniformly dequantized when `num_bins` is set, as `Flow.fit` does).
-        Returns `run_epoch()`, which trains one epoch and returns its wall
-        time in seconds."""
+        Returns `run_epoch(steps=None)`, which trains one epoch (only its
+        first `steps` steps if given) and returns its wall time in seconds,
+        ending with the last loss copied out."""
         optimizer = tf_keras.optimizers.Adam(learning_rate)
         variables = self.trainable_variables
 
@@ -70,9 +71,9 @@ class TFPFlow(tf.Module):
         if num_bins:
             data = data.map(lambda b: uniform_dequantize(b, num_bins))
 
-        def run_epoch():
+        def run_epoch(steps=None):
             start = time.perf_counter()
-            for batch in data:
+            for batch in data if steps is None else data.take(steps):
                 loss = step(batch)
             loss.numpy()
             return time.perf_counter() - start

@@ -1,6 +1,7 @@
 """The benchmark script: its TFP mirrors are the same flows, and it runs."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -80,15 +81,28 @@ def test_quick_run_writes_every_table(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = out.read_text()
     for heading in ("Training throughput", "Sampling and density", "Where the time went",
-                    "Serving `log_prob` latency", "Held-out density quality"):
+                    "Serving `log_prob` latency", "Held-out density quality",
+                    "Training on the user's path", "The machine's limit"):
         assert f"## {heading}" in report
     for row in ("MAF fit", "RealNVP fit", "NSF-AR fit", "NSF-C fit",
                 "NSF-AR epoch time ÷ MAF's", "NSF-AR sample", "NSF-C log_prob",
                 "| NSF-AR | NLL (nats)", "| NSF-C | bits/dim", "IAF sample", "IAF vs MAF sampling",
                 "IAF (tfflows) vs MAF (TFP) sampling", "IAF sampling's floor",
                 "MAF log_prob", "RealNVP ONNX Runtime, batch 1",
-                "breast cancer (26-D)", "digits (64-D, logit)"):
+                "breast cancer (26-D)", "digits (64-D, logit)",
+                "MAF: first finished step (s)", "MAF: a 1-epoch call", "MAF: a 2-epoch call",
+                "MAF: a call's own set-up", "NSF-C: share of the matmul floor"):
         assert row in report, row
+    try:
+        import zuko  # noqa: F401
+    except ImportError:  # the column is empty and says why
+        assert re.search(r"The zuko column is empty: [a-z ]*zuko not installed: "
+                         r'pip install "\.\[bench\]"', report)
+    else:  # every training and timing row has a zuko figure
+        for line in report.splitlines():
+            if line.startswith(("| MAF fit", "| NSF-C log_prob", "| RealNVP sample",
+                                "| two moons (2-D) | NSF-AR")):
+                assert "—" not in line, line
     assert not os.path.exists(str(out) + ".tmp")
 
 
@@ -124,9 +138,9 @@ def test_isolated_trainings_give_the_in_process_figures(tmp_path, monkeypatch):
     monkeypatch.setattr(quality, "LAYERS", {"MAF": 5})
     monkeypatch.setattr(quality, "_datasets", lambda quick, seed: {
         "two moons (2-D)": (quality.moons(512, seed), None)})
-    here = quality.run(quick=True, isolate=False)
+    here = quality.run(quick=True, isolate=False, zuko=False)
     cache = tmp_path / "runs.jsonl"
-    spawned = quality.run(quick=True, isolate=True, cache=str(cache))
+    spawned = quality.run(quick=True, isolate=True, cache=str(cache), zuko=False)
     assert [row[:3] for row in here] == [row[:3] for row in spawned]
     np.testing.assert_allclose(np.array([row[3:] for row in spawned], float),
                                np.array([row[3:] for row in here], float), rtol=1e-5)
