@@ -496,10 +496,10 @@ Targets missed or marginal, and why:
 - IAF sampling within 1.5x of its dense layers: 1.59x in this run (1.64x
   in the one before), not the 1.25x measured when the target was set; not
   yet explained.
-- These runs were taken on a loaded machine: the same MAF trained at
-  87.6k examples/s on 2026-12-02 before and 61.7k in this run, zuko's at
-  83.6k when timed alone on another day and 42.9k here. Ratios are
-  comparable within a run, absolute figures across runs are not.
+- This run's machine is another CPU (an AMD EPYC; the run before was on
+  an Intel Xeon): the same MAF trained at 87.6k examples/s there and 61.7k
+  here, zuko's at 83.6k (timed alone) and 42.9k. Ratios compare within a
+  run; absolute figures across runs do not.
 
 Density quality: comparing the two libraries found that the start of
 tfflows' MADE output layer matters. Exactly zero (no gradient reaches the
@@ -520,7 +520,27 @@ and on two moons (1.187 nats against 1.261 and 1.243). On breast cancer
 the median reads worse (NSF-AR 39.05 against MAF's 38.74), but seed by
 seed NSF-AR beats MAF on two of the three (38.24 against 38.46, 41.64
 against 42.62; 39.05 against 38.74 on seed 0): within the seed spread of
-389 training rows. With `--cache`, quality cells come from the trainings
-kept in that file (`benchmarks/quality_runs.jsonl`: 543b13a's), which may
-predate the library that ran the speed tables.
+389 training rows.
+
+Against zuko (same protocol, three seeds), MAF and NSF-AR are within the
+seed spread on every set: two moons 1.261 against 1.248 and 1.187 against
+1.178 nats, breast cancer 38.74 against 38.75 and 39.05 against 39.39,
+digits 2.241 against 2.226 and 2.012 against 1.992 bits/dim, cells 41.12
+against 41.56 for NSF-AR. zuko's MAF is 1.1 nats better in the median
+on cells (40.66 against 41.76; ranges 40.23-42.20 and 40.62-42.35), within
+the spread but the largest gap in the table. tfflows' coupling NSF beats
+zuko's (`passes=2`, a masked network over all entries) on digits (2.009
+against 2.074), breast cancer (39.00 against 40.06) and cells (41.85
+against 44.26); zuko's RealNVP (checkered masks) is best of the three on
+two moons. Cells has heavy tails, and a single test row can carry a
+mean: on one seed tfflows' RealNVP scores 59.12 (39.74 and 41.32 on the
+others) and TFP's RealNVP gives one test row a log-density of -inf. A
+median per-row NLL beside the mean, and what the coupling does with
+that row, are the next things to look at.
+
+With `--cache`, quality cells come from the trainings kept in that file
+(`benchmarks/quality_runs.jsonl`): the tfflows and TFP rows of two moons,
+breast cancer and digits from 543b13a's library, zuko's and cells' from
+this run's (2026-12-02); they may predate the library that ran the speed
+tables.
 """
