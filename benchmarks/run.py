@@ -69,9 +69,14 @@ class Table:
         return "\n".join(lines) + "\n"
 
 
+def _verdict(goal, met):
+    """`"goal: met"` or `"goal: NOT met"`."""
+    return f"{goal}: {'met' if met else 'NOT met'}"
+
+
 def _target(ratio, minimum, against=""):
     against = f" {against}" if against else ""
-    return f"≥ {minimum:g}×{against}: {'met' if ratio >= minimum else 'NOT met'}"
+    return _verdict(f"≥ {minimum:g}×{against}", ratio >= minimum)
 
 
 def zuko_missing():
@@ -95,6 +100,11 @@ def _targets(name, ratios):
 
 def _cell(value, fmt):
     return "—" if value is None else format(value, fmt)
+
+
+def _speedup(slower, faster):
+    """`slower / faster` as `"1.23×"`; `"—"` if either was not measured."""
+    return "—" if slower is None or faster is None else f"{slower / faster:.2f}×"
 
 
 def speed_tables(cfg, zuko_absent=None):
@@ -157,7 +167,7 @@ def speed_tables(cfg, zuko_absent=None):
         train.add(f"{name} fit, batch {batch} ({'XLA' if ours['xla'] else 'no XLA'})",
                   f"{ours['ours']:,.0f}", f"{ours['theirs']:,.0f}",
                   _cell(zuko_rate, ",.0f"), f"{ours['speedup']:.2f}× ({low:.2f}–{high:.2f})",
-                  _cell(ratios["zuko"], ".2f") + ("×" if zuko_rate else ""),
+                  _speedup(ours["ours"], zuko_rate),
                   _targets(name, ratios))
         _user_path_rows(path, name, len(x), ours, theirs, first)
         step_seconds = [batch / rate if rate else None
@@ -167,7 +177,7 @@ def speed_tables(cfg, zuko_absent=None):
                   *(("—" if t is None else f"{matmuls / t:.0%} ({1e3 * t:.2f})")
                     for t in step_seconds),
                   f"{1e3 * matmuls:.2f}", "",
-                  (f"≥ 50%: {'met' if matmuls / step_seconds[0] >= 0.5 else 'NOT met'}"
+                  (_verdict("≥ 50%", matmuls / step_seconds[0] >= 0.5)
                    if name == "MAF" else ""))
     for spline, affine in (("NSF-AR", "MAF"), ("NSF-C", "RealNVP")):
         cost = throughput[affine] / throughput[spline]
@@ -176,7 +186,7 @@ def speed_tables(cfg, zuko_absent=None):
                  / speed.matmul_flops_per_example(flows[affine]))
         train.add(f"{spline} epoch time ÷ {affine}'s (matmul arithmetic "
                   f"{flops:.1f}×)", f"{cost:.2f}×", f"{tfp_cost:.2f}×", "", "", "",
-                  f"≤ 1.5×: {'met' if cost <= 1.5 else 'NOT met'}")
+                  _verdict("≤ 1.5×", cost <= 1.5))
     sample_times, tfp_sample_times = {}, {}
     for name in ("MAF", "IAF", "RealNVP", "NSF-AR", "NSF-C"):
         ours, theirs = speed.sampling_seconds(flows[name], references[name], n,
@@ -185,8 +195,8 @@ def speed_tables(cfg, zuko_absent=None):
                           cfg["repeats"]) if name != "IAF" else None)
         sample_times[name], tfp_sample_times[name] = ours, theirs
         infer.add(f"{name} sample {n:,}", f"{ours:.4f}", f"{theirs:.4f}",
-                  _cell(zuko_time, ".4f"), f"{theirs / ours:.2f}×",
-                  "—" if zuko_time is None else f"{zuko_time / ours:.2f}×",
+                  _cell(zuko_time, ".4f"), _speedup(theirs, ours),
+                  _speedup(zuko_time, ours),
                   _target(theirs / ours, 2.0, "TFP") if name == "MAF" else "")
     iaf_gain = sample_times["MAF"] / sample_times["IAF"]
     infer.add(f"IAF vs MAF sampling, tfflows, D={d}", f"{sample_times['IAF']:.4f}",
@@ -197,7 +207,7 @@ def speed_tables(cfg, zuko_absent=None):
     dense_floor = speed.network_matmul_seconds(flows["IAF"], n, cfg["repeats"])
     infer.add(f"IAF's dense layers alone, {n:,} rows (IAF sampling's floor)",
               f"{dense_floor:.4f}", "", "", f"IAF at {sample_times['IAF'] / dense_floor:.2f}× it",
-              "", f"≤ 1.5×: {'met' if sample_times['IAF'] <= 1.5 * dense_floor else 'NOT met'}")
+              "", _verdict("≤ 1.5×", sample_times["IAF"] <= 1.5 * dense_floor))
     data = rng.standard_normal((n, d)).astype("float32")
     for name in ("MAF", "RealNVP", "NSF-AR", "NSF-C"):
         ours, theirs = speed.log_prob_seconds(flows[name], references[name], data,
@@ -205,9 +215,8 @@ def speed_tables(cfg, zuko_absent=None):
         zuko_time = zuko(zuko_flows.log_prob_seconds, name, zuko_arch(name), data,
                          cfg["repeats"])
         infer.add(f"{name} log_prob {n:,}", f"{ours:.4f}", f"{theirs:.4f}",
-                  _cell(zuko_time, ".4f"), f"{theirs / ours:.2f}×",
-                  "—" if zuko_time is None else f"{zuko_time / ours:.2f}×",
-                  _target(theirs / ours, 1.0, "TFP"))
+                  _cell(zuko_time, ".4f"), _speedup(theirs, ours),
+                  _speedup(zuko_time, ours), _target(theirs / ours, 1.0, "TFP"))
     for name in ("MAF", "RealNVP"):
         with tempfile.TemporaryDirectory() as workdir:
             results = serving.latencies(flows[name], references[name], workdir,
@@ -228,21 +237,20 @@ def _user_path_rows(table, name, num_rows, ours, theirs, first):
     zuko_first = theirs and theirs["first_step_seconds"]
     table.add(f"{name}: first finished step (s)", f"{first[0]:.2f}",
               f"{first[1]:.2f}", _cell(zuko_first, ".2f"), "", "",
-              f"< 5 s: {'met' if first[0] < 5 else 'NOT met'}")
+              _verdict("< 5 s", first[0] < 5))
     for epochs, (call, tfp_call) in ours["calls"].items():
         zuko_call = theirs and theirs["call_seconds"][epochs]
         rates = [num_rows * epochs / t if t else None
                  for t in (call, tfp_call, zuko_call)]
         table.add(f"{name}: a {epochs}-epoch call (examples/s)",
                   *(_cell(r, ",.0f") for r in rates),
-                  f"{rates[0] / rates[1]:.2f}×",
-                  "—" if rates[2] is None else f"{rates[0] / rates[2]:.2f}×", "")
+                  _speedup(rates[0], rates[1]), _speedup(rates[0], rates[2]), "")
     if 1 in ours["calls"]:
         setup = ours["calls"][1][0] - ours["epoch_seconds"][0]
         within = ours["calls"][1][0] / ours["epoch_seconds"][0] - 1
         table.add(f"{name}: a call's own set-up (1-epoch call − warm epoch, s)",
                   f"{setup:.3f} ({within:+.0%})", "", "", "", "",
-                  f"< 0.1 s: {'met' if setup < 0.1 else 'NOT met'}")
+                  _verdict("< 0.1 s", setup < 0.1))
 
 
 def quality_table(quick, seeds=None, cache=None, zuko_absent=None):
