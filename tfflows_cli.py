@@ -122,6 +122,9 @@ def parser():
     score.add_argument("--threshold-from", metavar="VALIDATION",
                        help="held-out in-distribution rows (.npy/.csv): adds a flag "
                        "column, 1 where log_prob is below their --fpr quantile")
+    score.add_argument("--batch-size", type=_positive_int, metavar="M",
+                       help="with --threshold-from: flag consecutive batches of M "
+                       "rows by the typicality test instead of single rows")
     score.add_argument("--fpr", type=_rate, default=0.01,
                        help="false-positive rate of the flag (default 0.01)")
 
@@ -135,6 +138,8 @@ def parser():
     impute.add_argument("--num-samples", type=_positive_int, default=100)
     impute.add_argument("--num-burnin-steps", type=_positive_int, default=200,
                         help="MCMC warm-up steps per chain (default 200)")
+    impute.add_argument("--num-chains", type=_positive_int, default=4,
+                        help="MCMC chains per row (default 4)")
     impute.add_argument("--seed", type=int, default=0)
     impute.add_argument("--overwrite", action="store_true",
                         help="replace --out if it exists")
@@ -165,6 +170,9 @@ def _check_paths(args):
     if args.command == "impute" and not args.out.lower().endswith((".npy", ".csv")):
         raise UsageError(f"--out must be a .csv (means) or .npy (all draws) file. "
                          f"Received: {args.out}")
+    if args.command == "score" and args.batch_size is not None and args.threshold_from is None:
+        raise UsageError("--batch-size needs --threshold-from (held-out rows to "
+                         "calibrate the typicality test on)")
     if args.command == "score" and args.threshold_from is not None:
         if not args.threshold_from.lower().endswith((".npy", ".csv")):
             raise UsageError("--threshold-from must be a .npy/.csv file. Received: "

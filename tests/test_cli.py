@@ -183,3 +183,63 @@ def test_score_flags_rows_below_a_calibrated_threshold(moons_run, tmp_path, caps
     assert cli.main(["score", model, "--data", str(tmp_path / "rows.npy"),
                      "--threshold-from", str(validation), "--fpr", "1.5"]) == 2
     assert "--fpr: must be a number in (0, 1)" in capsys.readouterr().err
+
+
+def test_score_flags_batches_by_typicality(moons_run, tmp_path, capsys):
+    import keras
+
+    from tfflows import data
+    model = str(moons_run / "realnvp.keras")
+    flow = keras.saving.load_model(model)
+    validation = data.two_moons(800, seed=7)
+    np.save(tmp_path / "val.npy", validation)
+    # Batches of 10: two of fresh data, one of the validation set's ten
+    # likeliest rows (likelier than any typical batch), one far away.
+    likeliest = validation[np.argsort(np.asarray(flow.log_prob(validation)))[-10:]]
+    rows = np.concatenate([data.two_moons(20, seed=8), likeliest,
+                           np.full((10, 2), 5.0)]).astype(np.float32)
+    np.save(tmp_path / "rows.npy", rows)
+    assert cli.main(["score", model, "--data", str(tmp_path / "rows.npy"),
+                     "--threshold-from", str(tmp_path / "val.npy"), "--fpr", "0.05",
+                     "--batch-size", "10"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert lines[0] == "row,log_prob,batch,flag" and len(lines) == 41
+    table = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+    np.testing.assert_array_equal(table[:, 0], np.arange(1, 41))
+    np.testing.assert_array_equal(table[:, 2], np.repeat([1, 2, 3, 4], 10))
+    flags = table[::10, 3]
+    assert flags[2:].tolist() == [1, 1] and flags[:2].sum() <= 1, flags
+    # The likeliest batch is flagged although every row in it passes a
+    # row-wise likelihood threshold.
+    assert table[20:30, 1].min() > np.quantile(table[:20, 1], 0.5)
+    assert re.search(r"Flagged \d of 4 batches of 10 rows: mean NLL more than .* "
+                     r"\(typicality test at fpr=0.05, calibrated on 800 rows", captured.err)
+    assert cli.main(["score", model, "--data", str(tmp_path / "rows.npy"),
+                     "--threshold-from", str(tmp_path / "val.npy"),
+                     "--batch-size", "7"]) == 1
+    assert "40 rows are not whole batches of --batch-size 7" in capsys.readouterr().err
+    assert cli.main(["score", model, "--data", str(tmp_path / "rows.npy"),
+                     "--batch-size", "10"]) == 2
+    assert "--batch-size needs --threshold-from" in capsys.readouterr().err
+
+
+def test_impute_warns_of_unconverged_rows_numbered_from_one(moons_run, tmp_path, capsys,
+                                                            monkeypatch):
+    import tfflows as tff
+    impute = tff.Flow.impute
+
+    def unconverged(self, x, **kwargs):  # row 2 (index 1) did not mix
+        draws, info = impute(self, x, **kwargs)
+        info.r_hat[1] = 1.7
+        return draws, info
+
+    monkeypatch.setattr(tff.Flow, "impute", unconverged)
+    rows = _write(tmp_path, "rows.csv", "a,b\n0.5,\n0.1,\n0.2,0.3\n")
+    assert cli.main(["impute", str(moons_run / "realnvp.keras"), "--data", rows,
+                     "--out", str(tmp_path / "f.csv"), "--num-samples", "8",
+                     "--num-burnin-steps", "20", "--num-chains", "2"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err == ("tfflows: warning: the chains disagree (R-hat above 1.1, largest "
+                   "1.70) in 1 of 2 partly observed rows (rows 2): their draws may not "
+                   "have converged; raise --num-burnin-steps or --num-chains")

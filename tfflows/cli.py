@@ -259,7 +259,8 @@ def _rows_for(flow, x, path):
 
 def score(args):
     """Log-density of each row; with --threshold-from, a flag column from a
-    threshold calibrated on held-out rows at --fpr (`tfflows.ood`)."""
+    threshold calibrated on held-out rows at --fpr (`tfflows.ood`), or with
+    --batch-size also, the typicality test of consecutive batches."""
     import numpy as np
 
     from tfflows import data, files, ood
@@ -271,19 +272,33 @@ def score(args):
     if flow.context_dim is not None:
         raise CommandError("conditional flows need a context; use the Python API")
     x = _rows_for(flow, data.load_array(args.data), args.data)
+    batch = args.batch_size
+    if batch is not None and len(x) % batch:
+        raise CommandError(f"{args.data}: {len(x)} rows are not whole batches of "
+                           f"--batch-size {batch}")
     scorer = None
     if args.threshold_from is not None:
         validation = _rows_for(flow, data.load_array(args.threshold_from),
                                args.threshold_from)
-        scorer = ood.LikelihoodThreshold.fit(flow, validation, fpr=args.fpr)
+        if batch is None:
+            scorer = ood.LikelihoodThreshold.fit(flow, validation, fpr=args.fpr)
+        else:
+            # Alternate held-out rows estimate the entropy and calibrate epsilon.
+            scorer = ood.TypicalityTest.fit(flow, validation[0::2], validation[1::2],
+                                            batch_size=batch, fpr=args.fpr)
     log_prob = ood.log_prob(flow, x)
-    # Rows are numbered from 1, as in every message about a data file.
+    # Rows and batches are numbered from 1, as in every message about a data file.
     if scorer is None:
         lines = ["row,log_prob"] + [f"{i},{v:.6f}" for i, v in enumerate(log_prob, 1)]
-    else:
+    elif batch is None:
         flags = log_prob < scorer.threshold
         lines = ["row,log_prob,flag"] + [f"{i},{v:.6f},{int(f)}" for i, (v, f)
                                          in enumerate(zip(log_prob, flags), 1)]
+    else:
+        flags = scorer.flag(x.reshape((-1, batch) + x.shape[1:]))
+        lines = ["row,log_prob,batch,flag"] + [
+            f"{i},{v:.6f},{(i - 1) // batch + 1},{int(flags[(i - 1) // batch])}"
+            for i, v in enumerate(log_prob, 1)]
     if args.out:
         with files.atomic_output(args.out, args.overwrite, inputs=inputs) as tmp:
             with open(tmp, "w") as f:
@@ -291,18 +306,21 @@ def score(args):
         print(f"Wrote {len(log_prob)} scores to {args.out}")
     else:
         print("\n".join(lines))
-    if scorer is not None:
+    if scorer is not None and batch is None:
         print(f"Flagged {int(flags.sum())} of {len(flags)} rows: log_prob below "
               f"{scorer.threshold:.6g}, the fpr={args.fpr:g} threshold of "
               f"{scorer.num_calibration} rows of {args.threshold_from}", file=sys.stderr)
+    elif scorer is not None:
+        print(f"Flagged {int(flags.sum())} of {len(flags)} batches of {batch} rows: "
+              f"mean NLL more than {scorer.epsilon:.4g} from the entropy estimate "
+              f"{scorer.entropy:.4g} (typicality test at fpr={args.fpr:g}, calibrated "
+              f"on {len(validation)} rows of {args.threshold_from})", file=sys.stderr)
     return 0
 
 
 def impute(args):
     """Fills in missing entries: `.csv` out gets the mean of the draws per
     cell (observed cells as given), `.npy` out all draws."""
-    import warnings
-
     import numpy as np
 
     from tfflows import data, files
@@ -317,10 +335,10 @@ def impute(args):
         raise CommandError(f"--out {args.out}: a .csv holds vectors; these rows have "
                            f"shape {x.shape[1:]}: write a .npy")
     missing = int(np.isnan(x).sum())
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        draws = flow.impute(x, num_samples=args.num_samples, seed=args.seed,
-                            num_burnin_steps=args.num_burnin_steps)
+    draws, info = flow.impute(x, num_samples=args.num_samples, seed=args.seed,
+                              num_chains=args.num_chains,
+                              num_burnin_steps=args.num_burnin_steps,
+                              r_hat_warning=np.inf, return_diagnostics=True)
     with files.atomic_output(args.out, args.overwrite, inputs=inputs) as tmp:
         if args.out.lower().endswith(".npy"):
             np.save(tmp, draws)
@@ -330,8 +348,13 @@ def impute(args):
                      if args.data.lower().endswith(".csv") else None)
             header = ",".join(names or [f"x{i}" for i in range(1, x.shape[1] + 1)])
             np.savetxt(tmp, mean, delimiter=",", header=header, comments="", fmt="%.6g")
-    for warning in caught:
-        print(f"tfflows: warning: {warning.message}", file=sys.stderr)
+    high = np.flatnonzero(info.r_hat > 1.1)
+    if len(high):
+        shown = ", ".join(str(i + 1) for i in high[:10]) + (", ..." if len(high) > 10 else "")
+        print(f"tfflows: warning: the chains disagree (R-hat above 1.1, largest "
+              f"{np.nanmax(info.r_hat):.2f}) in {len(high)} of {int(info.mcmc_rows.sum())} "
+              f"partly observed rows (rows {shown}): their draws may not have "
+              "converged; raise --num-burnin-steps or --num-chains", file=sys.stderr)
     print(f"Filled {missing} missing entries in {len(x)} rows ({args.num_samples} "
           f"draws each) into {args.out}")
     return 0

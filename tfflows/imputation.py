@@ -38,7 +38,8 @@ from tfflows.distributions import stateless_seed
 __all__ = ["impute", "ImputeDiagnostics"]
 
 ImputeDiagnostics = collections.namedtuple(
-    "ImputeDiagnostics", ["r_hat", "acceptance", "step_size", "leapfrogs", "mcmc_rows"])
+    "ImputeDiagnostics",
+    ["r_hat", "acceptance", "step_size", "leapfrogs", "jumps", "mcmc_rows"])
 ImputeDiagnostics.__doc__ = """Per-row convergence figures of `impute`.
 
 `r_hat`: the largest split R-hat (`tfp.mcmc.potential_scale_reduction` over
@@ -46,13 +47,161 @@ the chains) among a row's missing entries, `[rows]`; near 1 when the chains
 agree, above about 1.1 when they have not mixed. `acceptance`: HMC's
 acceptance rate after burn-in; `step_size`: the adapted leapfrog step (in
 the rescaled coordinates); `leapfrogs`: the mean leapfrog steps per NUTS
-step (the cost).
+step (the cost); `jumps`: the fraction of steps whose independence move
+(to a fresh draw of the proposal) was accepted — near 0 when the missing
+part is high-dimensional, where NUTS alone does the work.
 `mcmc_rows`: bool `[rows]`, rows that were sampled by MCMC (the others,
 with nothing or everything missing, have NaN figures).
 """
 
-_CANDIDATES_PER_CHAIN = 8
+_KDE_CENTERS = 256  # joint draws per row behind the proposal density
 _PIXEL_MARGIN = 1e-3  # chains start at least this far inside (0, 1)
+
+
+class _Kde:
+    """A weighted Gaussian kernel density over each row's missing
+    coordinates, in the sampler's space: `[n, rows, D]` centers with
+    `[n, rows]` normalised log-weights and one `[rows, D]` bandwidth.
+    Observed coordinates (`mask` 0) are not proposed: `sample` gives 0 there
+    and `log_prob` is the density of the missing ones alone."""
+
+    def __init__(self, centers, log_weights, bandwidth, mask):
+        self._mask = mask
+        self._bandwidth = tf.where(mask > 0, bandwidth, tf.ones_like(bandwidth))
+        self._shift = tf.reduce_mean(centers, axis=0)  # conditions the expansion below
+        self._centers = self._whiten(centers)  # [n, rows, D]
+        self._log_weights = tf.transpose(log_weights)  # [rows, n]
+        self._center_norms = tf.transpose(tf.reduce_sum(tf.square(self._centers), -1))
+        dims = tf.reduce_sum(mask, axis=-1)
+        self._log_normalizer = (tf.reduce_sum(tf.math.log(self._bandwidth) * mask, -1)
+                                + 0.5 * math.log(2 * math.pi) * dims)  # [rows]
+
+    def _whiten(self, u):
+        return (u - self._shift) / self._bandwidth * self._mask
+
+    def sample(self, count, seed):
+        """`[count, rows, D]` draws: a center by weight, plus its noise."""
+        pick_seed, noise_seed = tfp.random.split_seed(seed, n=2)
+        index = tf.random.stateless_categorical(self._log_weights, count, pick_seed)
+        picked = tf.gather(tf.transpose(self._centers, [1, 0, 2]), index,
+                           batch_dims=1)  # [rows, count, D]
+        noise = tf.random.stateless_normal(tf.shape(picked), noise_seed,
+                                           dtype=picked.dtype)
+        white = tf.transpose(picked + noise * self._mask[:, None], [1, 0, 2])
+        return (white * self._bandwidth + self._shift) * self._mask
+
+    def log_prob(self, u):
+        """`[count, rows]` log-densities of `[count, rows, D]` points."""
+        white = self._whiten(u)
+        cross = tf.einsum("crd,nrd->crn", white, self._centers)
+        squared = (tf.reduce_sum(tf.square(white), -1)[..., None] - 2.0 * cross
+                   + self._center_norms[None])
+        return (tf.reduce_logsumexp(self._log_weights[None] - 0.5 * squared, axis=-1)
+                - self._log_normalizer)
+
+
+def _scott_kde(points, log_weights, mask):
+    """A `_Kde` on `points` with Scott's bandwidth from their weighted
+    spread: `std * ess**(-1 / (d + 4))`, `d` the row's missing count."""
+    weights = tf.exp(log_weights)[..., None]  # [n, rows, 1], sums to 1 per row
+    mean = tf.reduce_sum(weights * points, axis=0)
+    std = tf.sqrt(tf.reduce_sum(weights * tf.square(points - mean), axis=0))
+    ess = 1.0 / tf.reduce_sum(tf.square(weights[..., 0]), axis=0)  # [rows]
+    dims = tf.reduce_sum(mask, axis=-1)
+    bandwidth = std * (ess ** (-1.0 / (dims + 4.0)))[:, None]
+    return _Kde(points, log_weights, tf.maximum(bandwidth, 1e-4), mask)
+
+
+class _Proposal:
+    """The independence proposal for the chains' starts and jumps, fixed
+    before sampling: half a kernel density estimate over the flow's own
+    joint draws (their missing coordinates follow the flow's marginal,
+    which covers every mode of any conditional), half one over those draws
+    importance-weighted toward the row's conditional (each mode in
+    proportion to its mass, where the weights allow)."""
+
+    def __init__(self, centers, missing, target, seed):
+        # centers: [n, rows, D] in the sampler's space; missing: [rows, D] bool;
+        # target: [n, rows, D] -> [n, rows] log p(x_miss, x_obs).
+        mask = tf.cast(missing, centers.dtype)
+        n = tf.shape(centers)[0]
+        uniform = tf.fill(tf.shape(centers)[:2], -tf.math.log(tf.cast(n, centers.dtype)))
+        self._marginal = _scott_kde(centers, uniform, mask)
+        trial = self._marginal.sample(n, seed)
+        log_w = target(trial) - self._marginal.log_prob(trial)
+        log_w = tf.where(tf.math.is_finite(log_w), log_w,
+                         tf.fill(tf.shape(log_w), tf.constant(-np.inf, log_w.dtype)))
+        self.trial, self.trial_log_weights = trial, log_w
+        self._conditional = _scott_kde(trial, log_w - tf.reduce_logsumexp(log_w, 0), mask)
+
+    def sample(self, count, seed):
+        which_seed, a_seed, b_seed = tfp.random.split_seed(seed, n=3)
+        a = self._marginal.sample(count, a_seed)
+        b = self._conditional.sample(count, b_seed)
+        pick = tf.random.stateless_uniform(tf.shape(a)[:2], which_seed) < 0.5
+        return tf.where(pick[..., None], a, b)
+
+    def log_prob(self, u):
+        return (tf.reduce_logsumexp(tf.stack([self._marginal.log_prob(u),
+                                              self._conditional.log_prob(u)]), 0)
+                - math.log(2.0))
+
+
+_JumpResults = collections.namedtuple("_JumpResults", ["inner_results", "jumped"])
+
+
+class _WithJumps(tfp.mcmc.TransitionKernel):
+    """After each step of `inner` (step-size-adapted NUTS), an independence
+    Metropolis-Hastings move to a fresh draw of `proposal`, accepted with
+    probability `min(1, p(y) q(x) / (p(x) q(y)))`.
+
+    NUTS moves within a mode of the conditional; the independence move lets
+    a chain reach another mode it would never cross to (the conditionals of
+    multimodal data, e.g. a vertical slice through two moons). Both moves
+    leave the target invariant, so their cycle does too. Where a move is
+    accepted, NUTS's cached log-density and gradient are replaced by the new
+    state's.
+    """
+
+    def __init__(self, inner, target_log_prob_fn, propose, proposal_log_prob):
+        self._inner = inner
+        self._target = target_log_prob_fn
+        self._propose = propose  # (state, seed) -> proposed state
+        self._proposal_log_prob = proposal_log_prob  # state -> [chains, rows]
+
+    @property
+    def is_calibrated(self):
+        return True
+
+    @property
+    def parameters(self):
+        return {"inner_kernel": self._inner}
+
+    def bootstrap_results(self, init_state):
+        inner = self._inner.bootstrap_results(init_state)
+        return _JumpResults(inner, tf.zeros_like(inner.inner_results.target_log_prob,
+                                                 dtype=tf.bool))
+
+    def one_step(self, current_state, previous_kernel_results, seed=None):
+        inner_seed, propose_seed, accept_seed = tfp.random.split_seed(seed, n=3)
+        state, inner = self._inner.one_step(
+            current_state, previous_kernel_results.inner_results, seed=inner_seed)
+        nuts = inner.inner_results
+        proposed = self._propose(state, propose_seed)
+        log_prob, grads = tfp.math.value_and_gradient(self._target, proposed)
+        log_ratio = (log_prob - self._proposal_log_prob(proposed)
+                     - nuts.target_log_prob + self._proposal_log_prob(state))
+        uniform = tf.random.stateless_uniform(tf.shape(log_ratio), accept_seed,
+                                              dtype=log_ratio.dtype)
+        jumped = tf.math.log(uniform) < log_ratio  # False where NaN
+        wide = tf.reshape(jumped, tf.concat(
+            [tf.shape(jumped), tf.ones([tf.rank(state) - 2], tf.int32)], 0))
+        state = tf.where(wide, proposed, state)
+        nuts = nuts._replace(
+            target_log_prob=tf.where(jumped, log_prob, nuts.target_log_prob),
+            grads_target_log_prob=[tf.where(wide, grads, g)
+                                   for g in nuts.grads_target_log_prob])
+        return state, _JumpResults(inner._replace(inner_results=nuts), jumped)
 
 
 def _positive_int(name, value):
@@ -110,41 +259,22 @@ def _mcmc_function(flow, num_rows, num_samples, num_chains, num_burnin_steps,
     image = bool(flow.num_bins)
     chains = num_chains
     draws_per_chain = -(-num_samples // chains)
-    candidates = _CANDIDATES_PER_CHAIN * chains
-
+    centers = _KDE_CENTERS
     rows = num_rows
+    size = int(np.prod(event_shape))
 
     def run(x, missing, seed, context=None):
         observed = tf.where(missing, tf.zeros_like(x), x)
-        init_seed, sample_seed = tf.unstack(tfp.random.split_seed(seed, n=2))
+        init_seed, proposal_seed, sample_seed = tf.unstack(
+            tfp.random.split_seed(seed, n=3))
+        flat_missing = tf.reshape(missing, [rows, size])
 
         def stacked_context(copies):
             # The rows' contexts for `copies` stacked copies of the batch.
             return None if context is None else tf.tile(context, [copies, 1])
 
-        def log_prob(full, copies):
-            flat = tf.reshape(full, tf.concat([[-1], event_shape], 0))
-            lp = flow.log_prob(flat, context=stacked_context(copies))
-            return tf.reshape(lp, [copies, rows])
-
         def complete(values):  # [copies, rows, *event]: observed put back
             return tf.where(missing, values, observed)
-
-        # Chain starts: for each row, the `chains` best of `candidates` of the
-        # flow's own joint draws with the observed entries put in (a cheap
-        # conditional proposal, distinct starts for R-hat to compare).
-        pool = flow.sample(candidates * rows, seed=init_seed,
-                           context=stacked_context(candidates))
-        pool = tf.reshape(pool, tf.concat([[candidates, rows], event_shape], 0))
-        if image:
-            pool = tf.clip_by_value(pool, _PIXEL_MARGIN, 1 - _PIXEL_MARGIN)
-        pool = complete(pool)
-        scores = log_prob(pool, candidates)
-        scores = tf.where(tf.math.is_finite(scores), scores, -np.inf * tf.ones_like(scores))
-        best = tf.math.top_k(tf.transpose(scores), k=chains).indices  # [rows, chains]
-        start = tf.gather(tf.transpose(pool, [1, 0] + event_axes), best,
-                          batch_dims=1)
-        start = tf.transpose(start, [1, 0] + event_axes)  # [chains, rows, *event]
 
         if image:
             to_state = lambda v: tf.math.log(v) - tf.math.log(1 - v)
@@ -152,17 +282,26 @@ def _mcmc_function(flow, num_rows, num_samples, num_chains, num_burnin_steps,
         else:
             to_state = from_state = lambda v: v
 
-        # The candidates' spread over each row's missing entries, [rows, 1, ...]:
-        # the first step size is a quarter of it.
-        event_sum = list(range(1, 1 + len(event_shape)))
-        pool_state = to_state(tf.where(missing, pool, 0.5 * tf.ones_like(pool)))
-        spread = tf.math.reduce_std(pool_state, axis=0)
-        spread = (tf.reduce_sum(tf.where(missing, spread, tf.zeros_like(spread)), event_sum)
-                  / tf.reduce_sum(tf.cast(missing, dtype), event_sum))
-        spread = tf.reshape(tf.maximum(spread, 1e-3), [rows] + [1] * len(event_shape))
+        def flat(u):
+            return tf.reshape(u, [-1, rows, size])
+
+        def unflat(u):
+            return tf.reshape(u, tf.concat([[-1, rows], event_shape], 0))
+
+        # The flow's own joint draws, in the sampler's space: the proposal's
+        # centers.
+        pool = flow.sample(centers * rows, seed=init_seed,
+                           context=stacked_context(centers))
+        pool = tf.reshape(pool, tf.concat([[centers, rows], event_shape], 0))
+        if image:
+            pool = tf.clip_by_value(pool, _PIXEL_MARGIN, 1 - _PIXEL_MARGIN)
+        pool = tf.where(missing, to_state(pool), tf.zeros_like(pool))
 
         def target(u):
-            lp = log_prob(complete(from_state(u)), chains)
+            copies = tf.shape(u)[0]
+            full = tf.reshape(complete(from_state(u)), tf.concat([[-1], event_shape], 0))
+            lp = tf.reshape(flow.log_prob(full, context=stacked_context(copies)),
+                            [copies, rows])
             if image:  # log |dx/du| of x = sigmoid(u), missing entries only
                 jac = tf.math.log_sigmoid(u) + tf.math.log_sigmoid(-u)
                 lp += tf.reduce_sum(tf.where(missing, jac, tf.zeros_like(jac)),
@@ -175,17 +314,49 @@ def _mcmc_function(flow, num_rows, num_samples, num_chains, num_burnin_steps,
             return lp + tf.reduce_sum(tf.where(missing, tf.zeros_like(u), dummy),
                                       axis=event_axes)
 
-        def nuts_chain(log_prob_fn, init, step, burnin, results, seed):
-            kernel = tfp.mcmc.DualAveragingStepSizeAdaptation(
-                tfp.mcmc.NoUTurnSampler(log_prob_fn, step_size=step,
-                                        max_tree_depth=max_tree_depth),
-                num_adaptation_steps=int(0.8 * burnin),
-                target_accept_prob=tf.cast(target_accept_prob, dtype))
+        # The proposal's spread over each row's missing entries, [rows, 1, ...]:
+        # the first step size is a quarter of it.
+        event_sum = list(range(1, 1 + len(event_shape)))
+        spread = tf.math.reduce_std(tf.where(missing, pool, 0.5 * tf.ones_like(pool)),
+                                    axis=0)
+        spread = (tf.reduce_sum(tf.where(missing, spread, tf.zeros_like(spread)), event_sum)
+                  / tf.reduce_sum(tf.cast(missing, dtype), event_sum))
+        spread = tf.reshape(tf.maximum(spread, 1e-3), [rows] + [1] * len(event_shape))
+
+        proposal_seed, gumbel_seed = tfp.random.split_seed(proposal_seed, n=2)
+        proposal = _Proposal(flat(pool), flat_missing,
+                             lambda u: target(unflat(u)), proposal_seed)
+
+        # Chain starts: sampling-importance-resampling. Of the proposal's
+        # own weighted trial draws, `chains` are drawn without replacement
+        # (Gumbel top-k), so the starts already follow the conditional,
+        # modes in proportion, when the weights are even.
+        weights = proposal.trial_log_weights
+        gumbel = -tf.math.log(-tf.math.log(tf.random.stateless_uniform(
+            tf.shape(weights), gumbel_seed, minval=1e-12, maxval=1.0, dtype=dtype)))
+        best = tf.math.top_k(tf.transpose(weights + gumbel), k=chains).indices
+        trial = unflat(proposal.trial)
+        start = tf.gather(tf.transpose(trial, [1, 0] + event_axes), best, batch_dims=1)
+        init = tf.transpose(start, [1, 0] + event_axes)  # [chains, rows, *event]
+
+        def nuts_chain(log_prob_fn, init, step, burnin, results, seed, scale):
+            kernel = _WithJumps(
+                tfp.mcmc.DualAveragingStepSizeAdaptation(
+                    tfp.mcmc.NoUTurnSampler(log_prob_fn, step_size=step,
+                                            max_tree_depth=max_tree_depth),
+                    num_adaptation_steps=int(0.8 * burnin),
+                    target_accept_prob=tf.cast(target_accept_prob, dtype)),
+                log_prob_fn,
+                lambda v, seed: tf.where(
+                    missing, unflat(proposal.sample(chains, seed)) / scale, v),
+                lambda v: proposal.log_prob(flat(v * scale)))
             return tfp.mcmc.sample_chain(
                 results, init, kernel=kernel, num_burnin_steps=burnin,
                 num_steps_between_results=thinning - 1,
-                trace_fn=lambda _, r: (r.inner_results.is_accepted, r.new_step_size,
-                                       r.inner_results.leapfrogs_taken),
+                trace_fn=lambda _, r: (r.inner_results.inner_results.is_accepted,
+                                       r.inner_results.new_step_size,
+                                       r.inner_results.inner_results.leapfrogs_taken,
+                                       r.jumped),
                 seed=seed)
 
         # Warm-up: the first half of burn-in, in the sampler's space, gives
@@ -194,14 +365,14 @@ def _mcmc_function(flow, num_rows, num_samples, num_chains, num_burnin_steps,
         # one step size per row suits entries of very different spreads.
         warm_seed, main_seed = tf.unstack(tfp.random.split_seed(sample_seed, n=2))
         warmup = max(num_burnin_steps // 2, 1)
-        init = tf.where(missing, to_state(start), tf.zeros_like(start))
-        warm, _ = nuts_chain(target, init, 0.5 * spread, 0, warmup, warm_seed)
+        ones = tf.ones_like(init[0])
+        warm, _ = nuts_chain(target, init, 0.5 * spread, 0, warmup, warm_seed, ones)
         scale = tf.math.reduce_std(warm[warmup // 2:], axis=[0, 1])
-        scale = tf.where(missing, tf.maximum(scale, 1e-3 * spread), spread * tf.ones_like(scale))
-        rescaled, (accepted, step_size, leapfrogs) = nuts_chain(
+        scale = tf.where(missing, tf.maximum(scale, 1e-3 * spread), spread * ones)
+        rescaled, (accepted, step_size, leapfrogs, jumped) = nuts_chain(
             lambda v: target(v * scale), warm[-1] / scale,
             0.5 * tf.ones_like(spread), num_burnin_steps - warmup, draws_per_chain,
-            main_seed)
+            main_seed, scale)
         states = rescaled * scale
         # R-hat in the sampler's own space (logits for images, where a
         # chain deep in a pixel's tail moves although its pixel hardly does).
@@ -215,10 +386,11 @@ def _mcmc_function(flow, num_rows, num_samples, num_chains, num_burnin_steps,
         r_hat = tf.reduce_max(tf.reshape(r_hat, [rows, -1]), axis=1)
         acceptance = tf.reduce_mean(tf.cast(accepted, dtype), axis=[0, 1])
         leapfrogs = tf.reduce_mean(tf.cast(leapfrogs, dtype), axis=[0, 1])
+        jumps = tf.reduce_mean(tf.cast(jumped, dtype), axis=[0, 1])
         step_size = tf.reshape(step_size[-1], [rows])
         # Draw i is chain i % chains at its step i // chains.
         draws = tf.reshape(draws, tf.concat([[-1, rows], event_shape], 0))[:num_samples]
-        return draws, r_hat, acceptance, step_size, leapfrogs
+        return draws, r_hat, acceptance, step_size, leapfrogs, jumps
 
     shape = [rows] + event_shape
     signature = [tf.TensorSpec(shape, dtype), tf.TensorSpec(shape, tf.bool),
@@ -242,16 +414,30 @@ def impute(flow, x, num_samples=100, seed=None, context=None, num_chains=4,
     `tf.function`, each row and chain an independent chain with its own
     step size. The target is `flow.log_prob` of the row with the observed
     entries held fixed, which is `log p(x_miss | x_obs)` up to a constant.
-    Per row, `num_chains` chains start from the best of `8 * num_chains` of
-    the flow's joint draws with the observed entries put in (a cheap
-    conditional proposal). Burn-in: in its first half the step size adapts
-    by dual averaging (to `target_accept_prob`) and each entry's
-    conditional spread is measured over the chains; the second half and
-    the draws run in coordinates rescaled by that spread (a diagonal mass
-    matrix), the step size adapting again. Each chain then keeps every
-    `thinning`-th state until there are `num_samples` draws over all
-    chains. Image flows are sampled in logit space, so draws stay in (0, 1)
-    (the conditional restricted to the pixel range).
+
+    NUTS moves within a mode of the conditional but seldom crosses to
+    another (a vertical slice through two moons has two), so each step
+    also tries an independence Metropolis-Hastings move to a fresh draw of
+    a proposal with a known density, fixed before sampling: per row, half
+    a Gaussian kernel density estimate over the missing coordinates of 256
+    of the flow's joint draws (the flow's marginal, which covers every
+    mode), half one over 256 draws of that estimate importance-weighted by
+    `p(x) / q(x)` toward the row's conditional. The chains start from
+    those weighted draws, `num_chains` picked without replacement in
+    proportion to their weights (Gumbel top-k), so when the weights are
+    even the starts already follow the conditional, modes in proportion.
+    Where the missing part is high-dimensional (image inpainting) the
+    moves are rarely accepted and NUTS alone does the work
+    (`ImputeDiagnostics.jumps` reports the rate).
+
+    Burn-in: in its first half the step size adapts by dual averaging (to
+    `target_accept_prob`) and each entry's conditional spread is measured
+    over the chains; the second half and the draws run in coordinates
+    rescaled by that spread (a diagonal mass matrix), the step size
+    adapting again. Each chain then keeps every `thinning`-th state until
+    there are `num_samples` draws over all chains. Image flows are sampled
+    in logit space, so draws stay in (0, 1) (the conditional restricted to
+    the pixel range).
 
     Convergence check: the split R-hat over the chains
     (`tfp.mcmc.potential_scale_reduction`) of every missing entry, in the
@@ -264,16 +450,23 @@ def impute(flow, x, num_samples=100, seed=None, context=None, num_chains=4,
     image flows, whose logit margin puts a little mass just outside).
 
     Cost per partly observed row: `num_chains * (num_burnin_steps +
-    thinning * ceil(num_samples / num_chains))` NUTS steps of up to
-    `2**max_tree_depth - 1` evaluations of `log_prob` and its gradient
-    each (`ImputeDiagnostics.leapfrogs` reports the mean), plus
-    `8 * num_chains` joint samples and log-densities for the starts. With
-    the defaults and `num_samples=100`: 4 chains x 225 steps x (about 7
-    leapfrogs on the 3-D Gaussians of the tests, 20-31 for a digit with
-    half its pixels missing) = 6,000-28,000 gradient evaluations per row,
-    batched over rows and chains. A row with
+    thinning * ceil(num_samples / num_chains))` steps, each a NUTS step of
+    up to `2**max_tree_depth - 1` evaluations of `log_prob` and its
+    gradient (`ImputeDiagnostics.leapfrogs` reports the mean) plus one for
+    the independence move, and 256 joint samples and 256 log-densities for
+    the proposal and the starts. With the defaults and `num_samples=100`: 4
+    chains x 225 steps x (4-9 leapfrogs + 1 on the 2-D and 3-D tests,
+    31 + 1 for a digit with its top three rows missing) = 4,500-29,000
+    gradient evaluations per row, batched over rows and chains. A row with
     nothing observed costs `num_samples` samples. The row count is part of
     the traced graph: a new number of partly observed rows traces anew.
+
+    Accuracy (tests/test_imputation.py): on a flow whose density is exactly
+    a correlated 3-D Gaussian, draws whitened by the exact conditional have
+    mean within 0.03 of 0 and spread 0.98-1.01; on two moons, against the
+    flow's own conditional by quadrature, the masses of the two modes of a
+    vertical slice come out within 0.1 and the whole distribution within
+    a Kolmogorov-Smirnov distance of 0.15, R-hat below 1.2.
 
     Args:
       flow: a `tfflows.Flow`.
@@ -316,8 +509,7 @@ def impute(flow, x, num_samples=100, seed=None, context=None, num_chains=4,
     empty, partial = per_row == size, (per_row > 0) & (per_row < size)
     draws = np.broadcast_to(x, (num_samples,) + x.shape).copy()
     nan = np.full(rows, np.nan, np.float32)
-    diagnostics = ImputeDiagnostics(nan.copy(), nan.copy(), nan.copy(), nan.copy(),
-                                    partial)
+    diagnostics = ImputeDiagnostics(*(nan.copy() for _ in range(5)), partial)
     mcmc_seed, sample_seed = _seeds(seed, 2)
     if empty.any():
         index = np.flatnonzero(empty)
@@ -338,17 +530,18 @@ def impute(flow, x, num_samples=100, seed=None, context=None, num_chains=4,
                 mcmc_seed]
         if context is not None:
             args.append(tf.gather(context, index))
-        filled, r_hat, acceptance, step_size, leapfrogs = run(*args)
+        filled, r_hat, acceptance, step_size, leapfrogs, jumps = run(*args)
         draws[:, index] = np.where(missing[index], np.asarray(filled), x[index])
         diagnostics.r_hat[index] = np.asarray(r_hat)
         diagnostics.acceptance[index] = np.asarray(acceptance)
         diagnostics.step_size[index] = np.asarray(step_size)
         diagnostics.leapfrogs[index] = np.asarray(leapfrogs)
+        diagnostics.jumps[index] = np.asarray(jumps)
         high = np.flatnonzero(diagnostics.r_hat > r_hat_warning)
         if len(high):
             warnings.warn(
                 f"impute: R-hat above {r_hat_warning} in {len(high)} of "
-                f"{len(index)} sampled rows (rows {high[:10].tolist()}, largest "
+                f"{len(index)} sampled rows (row indices {high[:10].tolist()}, largest "
                 f"{float(np.nanmax(diagnostics.r_hat)):.3f}): the chains may not "
                 "have converged; raise num_burnin_steps, num_chains or thinning",
                 RuntimeWarning, stacklevel=2)
