@@ -132,7 +132,10 @@ class _Proposal:
         log_w = tf.where(tf.math.is_finite(log_w), log_w,
                          tf.fill(tf.shape(log_w), tf.constant(-np.inf, log_w.dtype)))
         self.trial, self.trial_log_weights = trial, log_w
-        self._conditional = _scott_kde(trial, log_w - tf.reduce_logsumexp(log_w, 0), mask)
+        total = tf.reduce_logsumexp(log_w, 0)
+        # A row whose trial draws all have zero density keeps even weights.
+        normalised = tf.where(tf.math.is_finite(total)[None], log_w - total, uniform)
+        self._conditional = _scott_kde(trial, normalised, mask)
 
     def sample(self, count, seed):
         which_seed, a_seed, b_seed = tfp.random.split_seed(seed, n=3)
