@@ -59,10 +59,14 @@ def _as_graph_when_eager(method):
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        if not tf.executing_eagerly() or self.run_eagerly:
+        if not tf.executing_eagerly():
             return method(self, *args, **kwargs)
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
+        if self.check_inputs:
+            _check_eager_arguments(self, bound.arguments)
+        if self.run_eagerly:
+            return method(self, *args, **kwargs)
         static, names, tensors = {}, [], []
         for name, value in list(bound.arguments.items())[1:]:
             if value is None or isinstance(value, bool):
@@ -88,6 +92,61 @@ def _as_graph_when_eager(method):
         return functions[key](*tensors)
 
     return wrapper
+
+
+def _first_bad_row(values):
+    """Index of the first row of `values` with a non-finite entry."""
+    flat = values.reshape(len(values), -1) if values.ndim > 1 else values[:, None]
+    return int(np.argmax(~np.isfinite(flat).all(axis=1)))
+
+
+def _check_eager_arguments(flow, arguments):
+    """The checks an eager call of a Flow method makes (`flow.check_inputs`):
+    a count that is a whole non-negative number, a finite temperature >= 0,
+    finite `x`/`z`/`context`, a context with a row per input row or draw.
+    A graph (training, export, serving) checks none of this."""
+    rows, what = None, None
+    count = arguments.get("num_samples")
+    if count is not None:
+        number = np.asarray(count)
+        if (number.ndim or isinstance(count, bool) or number.dtype == object
+                or not np.issubdtype(number.dtype, np.integer) or int(number) < 0):
+            raise ValueError("num_samples must be a whole number >= 0. Received: "
+                             f"num_samples={count!r}")
+        rows, what = int(number), "draws"
+    temperature = arguments.get("temperature")
+    if temperature is not None:
+        value = np.asarray(temperature)
+        if (value.ndim or isinstance(temperature, bool)
+                or not np.issubdtype(value.dtype, np.number)
+                or not np.isfinite(value) or value < 0):
+            raise ValueError("temperature must be a finite number >= 0 (0 gives the "
+                             f"base's mean). Received: temperature={temperature!r}")
+    for name in ("x", "z", "context"):
+        value = arguments.get(name)
+        if value is None or isinstance(value, bool):
+            continue
+        if isinstance(value, dict):
+            raise ValueError(f"{name} must be an array; received a dict (pass "
+                             "x and context as separate arguments)")
+        array = np.asarray(value)
+        if array.dtype == object or not np.issubdtype(array.dtype, np.number):
+            raise ValueError(f"{name} must be a floating-point array. Received "
+                             f"dtype {array.dtype}")
+        if array.ndim == 0:
+            raise ValueError(f"{name} must be an array with a batch axis. "
+                             f"Received a scalar: {name}={array!r}")
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            kind = "NaN" if np.isnan(array).any() else "Inf"
+            where = (f" (first in row {_first_bad_row(array)})" if array.ndim > 1 else "")
+            raise ValueError(f"{name} contains {kind}{where}; pass finite values, or "
+                             "set flow.check_inputs = False to let them propagate")
+        if name == "context" and array.ndim == 2 and rows not in (None, len(array)):
+            raise ValueError(f"context has {len(array)} rows for {rows} {what}: pass "
+                             f"one context row per {what[:-1]}, or a "
+                             f"[{flow.context_dim}] context for all of them")
+        if name != "context":
+            rows, what = len(array), "input rows"
 
 
 def _is_arrays(x):
@@ -184,6 +243,13 @@ class Flow(keras.Model):
     Called eagerly, `log_prob`, `sample`, `sample_and_log_prob`, `encode`,
     `decode` and `encode_and_log_det` run as cached `tf.function` graphs, as `predict`
     does; set `flow.run_eagerly = True` to step through them in Python.
+    Eager calls first check their inputs (`flow.check_inputs`, True by
+    default): NaN or Inf in `x`, `z` or `context` (scikit-learn's
+    convention), a context whose rows do not match the input's, a negative
+    or fractional `num_samples`, a temperature that is negative or not
+    finite: each a `ValueError` that names it. Set `flow.check_inputs =
+    False` to let NaN propagate (the check costs one pass over the input);
+    calls inside graphs (training, export, serving) are never checked.
 
     Args:
       layers: flow layers, data side first.
@@ -212,6 +278,7 @@ class Flow(keras.Model):
         self.nll_tracker = keras.metrics.Mean(name="nll")
         self.bpd_tracker = (keras.metrics.Mean(name="bits_per_dim")
                             if num_bins else None)
+        self.check_inputs = True
         self._build_layers()
 
     # -- structure ------------------------------------------------------------
