@@ -219,6 +219,12 @@ def test_score_flags_batches_by_typicality(moons_run, tmp_path, capsys):
                      "--threshold-from", str(tmp_path / "val.npy"),
                      "--batch-size", "7"]) == 1
     assert "40 rows are not whole batches of --batch-size 7" in capsys.readouterr().err
+    np.save(tmp_path / "few.npy", validation[:15])
+    assert cli.main(["score", model, "--data", str(tmp_path / "rows.npy"),
+                     "--threshold-from", str(tmp_path / "few.npy"),
+                     "--batch-size", "10"]) == 1
+    assert "15 rows; the typicality test of batches of 10 needs at least 20" in \
+        capsys.readouterr().err
     assert cli.main(["score", model, "--data", str(tmp_path / "rows.npy"),
                      "--batch-size", "10"]) == 2
     assert "--batch-size needs --threshold-from" in capsys.readouterr().err

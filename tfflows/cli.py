@@ -284,6 +284,10 @@ def score(args):
             scorer = ood.LikelihoodThreshold.fit(flow, validation, fpr=args.fpr)
         else:
             # Alternate held-out rows estimate the entropy and calibrate epsilon.
+            if len(validation) < 2 * batch:
+                raise CommandError(f"{args.threshold_from}: {len(validation)} rows; the "
+                                   f"typicality test of batches of {batch} needs at "
+                                   f"least {2 * batch} held-out rows")
             scorer = ood.TypicalityTest.fit(flow, validation[0::2], validation[1::2],
                                             batch_size=batch, fpr=args.fpr)
     log_prob = ood.log_prob(flow, x)
