@@ -39,7 +39,7 @@ __all__ = ["impute", "ImputeDiagnostics"]
 
 ImputeDiagnostics = collections.namedtuple(
     "ImputeDiagnostics",
-    ["r_hat", "acceptance", "step_size", "leapfrogs", "jumps", "mcmc_rows"])
+    ["r_hat", "acceptance", "step_size", "leapfrogs", "mcmc_rows", "jumps"])
 ImputeDiagnostics.__doc__ = """Per-row convergence figures of `impute`.
 
 `r_hat`: the largest split R-hat (`tfp.mcmc.potential_scale_reduction` over
@@ -47,11 +47,12 @@ the chains) among a row's missing entries, `[rows]`; near 1 when the chains
 agree, above about 1.1 when they have not mixed. `acceptance`: HMC's
 acceptance rate after burn-in; `step_size`: the adapted leapfrog step (in
 the rescaled coordinates); `leapfrogs`: the mean leapfrog steps per NUTS
-step (the cost); `jumps`: the fraction of steps whose independence move
-(to a fresh draw of the proposal) was accepted — near 0 when the missing
-part is high-dimensional, where NUTS alone does the work.
+step (the cost).
 `mcmc_rows`: bool `[rows]`, rows that were sampled by MCMC (the others,
 with nothing or everything missing, have NaN figures).
+`jumps`: the fraction of steps whose independence move (to a fresh draw
+of the proposal) was accepted; near 0 when the missing part is
+high-dimensional, where NUTS alone does the work.
 """
 
 _KDE_CENTERS = 256  # joint draws per row behind the proposal density
@@ -512,7 +513,8 @@ def impute(flow, x, num_samples=100, seed=None, context=None, num_chains=4,
     empty, partial = per_row == size, (per_row > 0) & (per_row < size)
     draws = np.broadcast_to(x, (num_samples,) + x.shape).copy()
     nan = np.full(rows, np.nan, np.float32)
-    diagnostics = ImputeDiagnostics(*(nan.copy() for _ in range(5)), partial)
+    diagnostics = ImputeDiagnostics(nan.copy(), nan.copy(), nan.copy(), nan.copy(),
+                                    partial, nan.copy())
     mcmc_seed, sample_seed = _seeds(seed, 2)
     if empty.any():
         index = np.flatnonzero(empty)
