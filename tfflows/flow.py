@@ -141,7 +141,9 @@ def _check_eager_arguments(flow, arguments):
             where = (f" (first in row {_first_bad_row(array)})" if array.ndim > 1 else "")
             raise ValueError(f"{name} contains {kind}{where}; pass finite values, or "
                              "set flow.check_inputs = False to let them propagate")
-        if name == "context" and array.ndim == 2 and rows not in (None, len(array)):
+        # (A context of the wrong width is check_context's error, named there.)
+        if (name == "context" and array.ndim == 2 and array.shape[1] == flow.context_dim
+                and rows not in (None, len(array))):
             raise ValueError(f"context has {len(array)} rows for {rows} {what}: pass "
                              f"one context row per {what[:-1]}, or a "
                              f"[{flow.context_dim}] context for all of them")
