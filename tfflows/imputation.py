@@ -318,7 +318,7 @@ def _mcmc_function(flow, num_rows, num_samples, num_chains, num_burnin_steps,
             return lp + tf.reduce_sum(tf.where(missing, tf.zeros_like(u), dummy),
                                       axis=event_axes)
 
-        # The proposal's spread over each row's missing entries, [rows, 1, ...]:
+        # The joint draws' spread over each row's missing entries, [rows, 1, ...]:
         # the first step size is a quarter of it.
         event_sum = list(range(1, 1 + len(event_shape)))
         spread = tf.math.reduce_std(tf.where(missing, pool, 0.5 * tf.ones_like(pool)),
