@@ -8,11 +8,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfflows._checks import integer
 from tfflows.distributions import StandardNormal, as_base
 from tfflows.layers.base import bound
 from tfflows.objectives import MaximumLikelihood, split_inputs
 
-__all__ = ["Flow", "xla_by_default"]
+__all__ = ["Flow", "check_dtype", "xla_by_default"]
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 AUTO_STEPS_PER_EXECUTION = 16
@@ -48,6 +49,12 @@ def _as_graph_when_eager(method):
     retrace, while a shared `[K]` context keeps its static size. Inside a
     graph (training, export) and with `run_eagerly=True` the method runs as
     plain Python.
+
+    With `flow.check_inputs` (the default) the arguments are checked before
+    the call (`_check_eager_arguments`) and the results after it
+    (`_check_outputs`). A call on no rows returns empty results of the
+    right shapes: it runs on one stand-in row and keeps none (TensorFlow
+    2.21's oneDNN convolutions fail on empty batches).
     """
     signature = inspect.signature(method)
 
@@ -57,18 +64,11 @@ def _as_graph_when_eager(method):
             shape = tf.TensorShape([None]).concatenate(shape[1:])
         return tf.TensorSpec(shape, value.dtype)
 
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        if not tf.executing_eagerly():
-            return method(self, *args, **kwargs)
-        bound = signature.bind(self, *args, **kwargs)
-        bound.apply_defaults()
-        if self.check_inputs:
-            _check_eager_arguments(self, bound.arguments)
+    def run(self, arguments):
         if self.run_eagerly:
-            return method(self, *args, **kwargs)
+            return method(self, **arguments)
         static, names, tensors = {}, [], []
-        for name, value in list(bound.arguments.items())[1:]:
+        for name, value in arguments.items():
             if value is None or isinstance(value, bool):
                 static[name] = value
             else:
@@ -81,15 +81,34 @@ def _as_graph_when_eager(method):
         # files nor SavedModels see these functions.
         functions = self.__dict__.setdefault("_graph_functions", {})
         if key not in functions:
-            run = lambda *t: method(self, **static, **dict(zip(names, t)))
-            function = tf.function(run, input_signature=specs, autograph=False)
+            call = lambda *t: method(self, **static, **dict(zip(names, t)))
+            function = tf.function(call, input_signature=specs, autograph=False)
             # Each function is traced once, for its own signature. TF's
             # frequent-retracing warning counts traces per Python code object,
-            # and every entry of every flow's cache shares `run`'s: it would
+            # and every entry of every flow's cache shares `call`'s: it would
             # warn of "retracing" that is this cache filling up.
             function._omit_frequent_tracing_warning = True
             functions[key] = function
         return functions[key](*tensors)
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if not tf.executing_eagerly():
+            return method(self, *args, **kwargs)
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(list(bound.arguments.items())[1:])
+        if self.check_inputs:
+            _check_eager_arguments(self, arguments)
+        empty = _no_rows(arguments)
+        if empty:
+            arguments = _one_stand_in_row(self, arguments)
+        result = run(self, arguments)
+        if self.check_inputs:
+            _check_outputs(method.__name__, result, arguments)
+        if empty:
+            result = tf.nest.map_structure(lambda t: t[:0], result)
+        return result
 
     return wrapper
 
@@ -100,11 +119,34 @@ def _first_bad_row(values):
     return int(np.argmax(~np.isfinite(flat).all(axis=1)))
 
 
+def check_dtype(name, dtype):
+    """Raises ValueError unless `dtype` (NumPy or TensorFlow) holds real
+    numbers: floats, or integers (which flows cast to their float dtype)."""
+    dtype = np.dtype(getattr(dtype, "as_numpy_dtype", dtype))
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        raise ValueError(f"{name} must be an array of real numbers (floats or "
+                         f"integers). Received dtype {dtype}")
+
+
+def _check_seed(seed):
+    """A seed is None, an int, or a pair of ints (arrays and tensors too)."""
+    if seed is None:
+        return
+    value = np.asarray(seed) if not isinstance(seed, bool) else None
+    if (value is None or value.dtype == object or value.shape not in ((), (2,))
+            or not np.issubdtype(value.dtype, np.integer)
+            or any(not -2**63 <= int(v) < 2**63 for v in np.atleast_1d(value))):
+        raise ValueError("seed must be None, an int or a pair of ints. "
+                         f"Received: seed={seed!r}")
+
+
 def _check_eager_arguments(flow, arguments):
     """The checks an eager call of a Flow method makes (`flow.check_inputs`):
     a count that is a whole non-negative number, a finite temperature >= 0,
-    finite `x`/`z`/`context`, a context with a row per input row or draw.
-    A graph (training, export, serving) checks none of this."""
+    an integer seed (or pair), `x`/`z`/`context` of real numbers that are
+    finite and within the flow's float range, an image flow's pixels in
+    [0, 1], a context with a row per input row or draw. A graph (training,
+    export, serving) checks none of this."""
     rows, what = None, None
     count = arguments.get("num_samples")
     if count is not None:
@@ -119,9 +161,12 @@ def _check_eager_arguments(flow, arguments):
         value = np.asarray(temperature)
         if (value.ndim or isinstance(temperature, bool)
                 or not np.issubdtype(value.dtype, np.number)
+                or np.iscomplexobj(value)
                 or not np.isfinite(value) or value < 0):
             raise ValueError("temperature must be a finite number >= 0 (0 gives the "
                              f"base's mean). Received: temperature={temperature!r}")
+    _check_seed(arguments.get("seed"))
+    largest = float(np.finfo(flow.compute_dtype).max)
     for name in ("x", "z", "context"):
         value = arguments.get(name)
         if value is None or isinstance(value, bool):
@@ -130,17 +175,30 @@ def _check_eager_arguments(flow, arguments):
             raise ValueError(f"{name} must be an array; received a dict (pass "
                              "x and context as separate arguments)")
         array = np.asarray(value)
-        if array.dtype == object or not np.issubdtype(array.dtype, np.number):
-            raise ValueError(f"{name} must be a floating-point array. Received "
-                             f"dtype {array.dtype}")
+        check_dtype(name, array.dtype)
         if array.ndim == 0:
             raise ValueError(f"{name} must be an array with a batch axis. "
                              f"Received a scalar: {name}={array!r}")
-        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-            kind = "NaN" if np.isnan(array).any() else "Inf"
-            where = (f" (first in row {_first_bad_row(array)})" if array.ndim > 1 else "")
-            raise ValueError(f"{name} contains {kind}{where}; pass finite values, or "
-                             "set flow.check_inputs = False to let them propagate")
+        if array.size and np.issubdtype(array.dtype, np.floating):
+            if not np.isfinite(array).all():
+                kind = "NaN" if np.isnan(array).any() else "Inf"
+                where = (f" (first in row {_first_bad_row(array)})"
+                         if array.ndim > 1 else "")
+                raise ValueError(f"{name} contains {kind}{where}; pass finite "
+                                 "values, or set flow.check_inputs = False to "
+                                 "let them propagate")
+            magnitude = float(np.abs(array).max())
+            if magnitude > largest:
+                raise ValueError(
+                    f"{name} holds values beyond the flow's {flow.compute_dtype} "
+                    f"range (|{name}| up to {magnitude:.3g} > {largest:.3g}); "
+                    "rescale the data")
+        if name == "x" and flow.num_bins and array.size:
+            low, high = float(array.min()), float(array.max())
+            if low < 0 or high > 1:
+                raise ValueError(f"x holds pixels outside [0, 1] (from {low:g} to "
+                                 f"{high:g}): image flows take pixels scaled to "
+                                 f"[0, 1], k / num_bins for levels k")
         # (A context of the wrong width is check_context's error, named there.)
         if (name == "context" and array.ndim == 2 and array.shape[1] == flow.context_dim
                 and rows not in (None, len(array))):
@@ -149,6 +207,63 @@ def _check_eager_arguments(flow, arguments):
                              f"[{flow.context_dim}] context for all of them")
         if name != "context":
             rows, what = len(array), "input rows"
+
+
+def _no_rows(arguments):
+    """Whether a call is on no rows: `num_samples=0`, or an empty `x`/`z`."""
+    if arguments.get("num_samples") is not None:
+        return int(np.asarray(arguments["num_samples"])) == 0
+    batch = next((arguments[n] for n in ("x", "z") if arguments.get(n) is not None), None)
+    return batch is not None and np.ndim(batch) >= 1 and len(batch) == 0
+
+
+def _one_stand_in_row(flow, arguments):
+    """The arguments of an empty call with one row instead of none (a
+    pixel value of 0.5, any value elsewhere: the row is dropped after)."""
+    arguments = dict(arguments)
+    if arguments.get("num_samples") is not None:
+        arguments["num_samples"] = 1
+    for name in ("x", "z", "context"):
+        value = arguments.get(name)
+        if value is not None and np.ndim(value) >= 2 and len(value) == 0:
+            arguments[name] = np.full((1,) + np.shape(value)[1:], 0.5,
+                                      flow.compute_dtype)
+    return arguments
+
+
+# The outputs of each method that are log-densities: -inf there is an
+# honest answer (a density that underflows), NaN and +inf are not. Every
+# other output is a point, which must be finite.
+_LOG_DENSITY_OUTPUTS = {"log_prob": (0,), "encode_and_log_det": (1,),
+                        "sample_and_log_prob": (1,)}
+
+
+def _check_outputs(method, result, arguments):
+    """Raises ValueError where a call on checked (finite) inputs gave NaN or
+    Inf: the flow's arithmetic overflowed, and the message says so instead of
+    returning the garbage."""
+    outputs = result if isinstance(result, (tuple, list)) else (result,)
+    for i, output in enumerate(outputs):
+        values = np.asarray(output)
+        if i in _LOG_DENSITY_OUTPUTS.get(method, ()):
+            bad = np.isnan(values) | (values == np.inf)
+        else:
+            bad = ~np.isfinite(values)
+        if not bad.any():
+            continue
+        rows = np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))
+        kind = "NaN" if np.isnan(values).any() else "Inf"
+        scale = [float(np.max(np.abs(np.asarray(arguments[n]))))
+                 for n in ("x", "z", "temperature")
+                 if arguments.get(n) is not None and np.size(arguments[n])]
+        source = (f" (largest input magnitude {max(scale):.3g})" if scale else "")
+        advice = ("Lower the temperature" if "temperature" in arguments
+                  else "Standardise the data")
+        raise ValueError(
+            f"{method} gave {kind} in {len(rows)} row(s) (first: row {rows[0]}) "
+            f"from finite inputs: the flow's {values.dtype} arithmetic overflowed"
+            f"{source}. {advice}; set flow.check_inputs = False to get the raw "
+            "values back")
 
 
 def _is_arrays(x):
@@ -271,9 +386,9 @@ class Flow(keras.Model):
         super().__init__(**kwargs)
         self.flow_layers = [keras.saving.deserialize_keras_object(l)
                             if isinstance(l, dict) else l for l in layers]
-        self.event_shape = tuple(int(d) for d in event_shape)
-        self.context_dim = context_dim
-        self.num_bins = num_bins
+        self.event_shape = tuple(integer("event_shape", d) for d in event_shape)
+        self.context_dim = integer("context_dim", context_dim, optional=True)
+        self.num_bins = integer("num_bins", num_bins, minimum=2, optional=True)
         self.base = as_base(base_distribution, self.event_shape, self.compute_dtype)
         self.objective = MaximumLikelihood(self.event_shape, num_bins,
                                            dtype=self.compute_dtype)
@@ -345,9 +460,7 @@ class Flow(keras.Model):
 
     def _check_x(self, x, name="x"):
         x = tf.convert_to_tensor(x, dtype_hint=self.compute_dtype)
-        if not x.dtype.is_floating:
-            raise ValueError(f"{name} must be floating point. Received dtype "
-                             f"{x.dtype.name}")
+        check_dtype(name, x.dtype)
         x = tf.cast(x, self.compute_dtype)
         self._check_shape(tuple(x.shape), name)
         return x
@@ -630,8 +743,7 @@ class Flow(keras.Model):
         for part_name, value in parts:
             array = np.asarray(value)
             label = name if part_name == "x" else f"{name}['context']"
-            if not np.issubdtype(array.dtype, np.number):
-                raise ValueError(f"{label} must be numeric. Received dtype {array.dtype}")
+            check_dtype(label, array.dtype)
             if part_name == "x":
                 self._check_shape(array.shape, label)
             bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)

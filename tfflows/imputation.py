@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfflows._checks import integer
 from tfflows.distributions import stateless_seed
 
 __all__ = ["impute", "ImputeDiagnostics"]
@@ -207,12 +208,6 @@ class _WithJumps(tfp.mcmc.TransitionKernel):
                                    for g in nuts.grads_target_log_prob])
         return state, _JumpResults(inner._replace(inner_results=nuts), jumped)
 
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer. Received: "
-                         f"{name}={value!r}")
-    return int(value)
 
 
 def _check_inputs(flow, x):
@@ -496,11 +491,11 @@ def impute(flow, x, num_samples=100, seed=None, context=None, num_chains=4,
       ValueError: `x` of the wrong shape or dtype, infinite entries, image
         pixels outside [0, 1], or a bad count.
     """
-    num_samples = _positive_int("num_samples", num_samples)
-    num_chains = _positive_int("num_chains", num_chains)
-    num_burnin_steps = _positive_int("num_burnin_steps", num_burnin_steps)
-    max_tree_depth = _positive_int("max_tree_depth", max_tree_depth)
-    thinning = _positive_int("thinning", thinning)
+    num_samples = integer("num_samples", num_samples)
+    num_chains = integer("num_chains", num_chains)
+    num_burnin_steps = integer("num_burnin_steps", num_burnin_steps)
+    max_tree_depth = integer("max_tree_depth", max_tree_depth)
+    thinning = integer("thinning", thinning)
     if not 0 < float(target_accept_prob) < 1:
         raise ValueError("target_accept_prob must be in (0, 1). Received: "
                          f"target_accept_prob={target_accept_prob!r}")

@@ -11,6 +11,7 @@ take `transformer="spline"` for their couplings too. Planar and radial flows
 """
 
 from tfflows import layers as L
+from tfflows._checks import integer
 from tfflows.layers._transformer import make_transformer
 from tfflows.flow import Flow
 
@@ -19,15 +20,16 @@ __all__ = ["nice", "realnvp", "glow", "maf", "iaf", "nsf", "planar", "radial"]
 
 def _check_positive(**values):
     for name, value in values.items():
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer. "
-                             f"Received: {name}={value!r}")
+        integer(name, value)
 
 
 def _check_image(image_shape, levels):
-    shape = tuple(image_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError("image_shape must be (H, W, C). "
+    try:
+        shape = tuple(integer("image_shape", d) for d in image_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3:
+        raise ValueError("image_shape must be (H, W, C), three positive integers. "
                          f"Received: image_shape={image_shape!r}")
     step = 2 ** levels
     if shape[0] % step or shape[1] % step:

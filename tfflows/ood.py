@@ -46,6 +46,8 @@ import math
 
 import numpy as np
 
+from tfflows._checks import integer
+
 __all__ = ["LikelihoodThreshold", "TypicalityTest", "log_prob"]
 
 
@@ -157,10 +159,8 @@ class TypicalityTest:
           seed: seed of the bootstrap.
         """
         fpr = _check_fpr(fpr)
-        for name, value in (("batch_size", batch_size), ("num_bootstrap", num_bootstrap)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer. Received: "
-                                 f"{name}={value!r}")
+        batch_size = integer("batch_size", batch_size)
+        num_bootstrap = integer("num_bootstrap", num_bootstrap)
         if num_bootstrap * fpr < 1:
             raise ValueError(f"fpr={fpr:g} needs num_bootstrap of at least "
                              f"{math.ceil(1 / fpr)}; received {num_bootstrap}")

@@ -25,20 +25,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfflows._checks import integer
 from tfflows.flow import Flow, xla_by_default
 from tfflows.objectives import ReverseKL
 
 __all__ = ["fit", "elbo", "log_normalizer"]
 
 DEFAULT_STEPS_PER_EPOCH = 100
-
-
-def _check_positive(name, value):
-    if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-            or value < 1):
-        raise ValueError(f"{name} must be a positive integer. Received: "
-                         f"{name}={value!r}")
-    return int(value)
 
 
 def _check_flow(flow):
@@ -132,10 +125,10 @@ def fit(flow, target_log_prob_fn, steps, num_samples=256, optimizer="adam",
         another shape than `[num_samples]`.
     """
     _check_flow(flow)
-    steps = _check_positive("steps", steps)
+    steps = integer("steps", steps)
     objective = ReverseKL(target_log_prob_fn, num_samples)
     num_samples = objective.num_samples
-    steps_per_epoch = _check_positive(
+    steps_per_epoch = integer(
         "steps_per_epoch", min(steps, DEFAULT_STEPS_PER_EPOCH)
         if steps_per_epoch is None else steps_per_epoch)
     if jit_compile not in ("auto", True, False):

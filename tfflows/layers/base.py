@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from tfflows._checks import integer
+
 __all__ = ["FlowLayer", "bound", "build_network"]
 
 
@@ -54,9 +56,7 @@ class FlowLayer(keras.layers.Layer):
             if not self.conditional:
                 raise ValueError(f"{type(self).__name__} takes no context. "
                                  f"Received: context_dim={context_dim!r}")
-            if not isinstance(context_dim, int) or context_dim < 1:
-                raise ValueError("context_dim must be a positive integer. "
-                                 f"Received: context_dim={context_dim!r}")
+            context_dim = integer("context_dim", context_dim)
         self.context_dim = context_dim
 
     def make_bijector(self, context=None):

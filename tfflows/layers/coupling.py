@@ -5,6 +5,7 @@ import keras
 
 from tfflows import bijectors as tfb_
 from tfflows import nn
+from tfflows._checks import widths
 from tfflows.bijectors.masks import make_mask
 from tfflows.bijectors import transformers
 from tfflows.layers._transformer import (make_transformer, transformer_config,
@@ -49,7 +50,7 @@ class Coupling(FlowLayer):
         self.mask = mask
         self.flip = bool(flip)
         self.num_masked = num_masked
-        self.hidden_units = tuple(hidden_units)
+        self.hidden_units = widths("hidden_units", hidden_units)
         self.hidden_channels = hidden_channels
         self.network = None
 

@@ -5,6 +5,7 @@ import numpy as np
 
 from tfflows import bijectors as tfb_
 from tfflows import nn
+from tfflows._checks import widths
 from tfflows.bijectors import transformers
 from tfflows.layers._transformer import (make_transformer, transformer_config,
                                          upgrade_config)
@@ -68,7 +69,7 @@ class MaskedAutoregressive(FlowLayer):
                  transformer="affine", spline_bins=None, tail_bound=None,
                  param_major=True, **kwargs):
         super().__init__(context_dim=context_dim, **kwargs)
-        self.hidden_units = tuple(hidden_units)
+        self.hidden_units = widths("hidden_units", hidden_units)
         self.iaf = bool(iaf)
         self.input_order = input_order
         self.activation = activation

@@ -3,15 +3,9 @@
 import keras
 from keras import ops
 
+from tfflows._checks import integer, widths
+
 __all__ = ["CouplingMLP", "CouplingConvNet"]
-
-
-def _check_hidden(hidden_units, name="hidden_units"):
-    units = tuple(int(u) for u in hidden_units)
-    if not units or min(units) < 1:
-        raise ValueError(f"{name} must be a non-empty list of positive widths. "
-                         f"Received: {name}={hidden_units!r}")
-    return units
 
 
 def _with_context(layer, x, context, batch_and_spatial, spatial_ndims=0):
@@ -75,16 +69,9 @@ class CouplingMLP(keras.layers.Layer):
     def __init__(self, output_size, num_params=2, hidden_units=(64, 64),
                  activation="relu", context_dim=None, stacked=False, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(output_size, int) or output_size < 1:
-            raise ValueError("output_size must be a positive integer. "
-                             f"Received: output_size={output_size!r}")
-        if not isinstance(num_params, int) or num_params < 1:
-            raise ValueError("num_params must be a positive integer. "
-                             f"Received: num_params={num_params!r}")
-        hidden_units = _check_hidden(hidden_units)
-        self.output_size = output_size
-        self.num_params = num_params
-        self.hidden_units = hidden_units
+        self.output_size = integer("output_size", output_size)
+        self.num_params = integer("num_params", num_params)
+        self.hidden_units = widths("hidden_units", hidden_units)
         self.activation = keras.activations.get(activation)
         self.context_dim = context_dim
         self.stacked = bool(stacked)
@@ -143,15 +130,9 @@ class CouplingConvNet(keras.layers.Layer):
     def __init__(self, output_channels, num_params=2, hidden_channels=64,
                  context_dim=None, stacked=False, **kwargs):
         super().__init__(**kwargs)
-        for arg, value in (("output_channels", output_channels),
-                           ("num_params", num_params),
-                           ("hidden_channels", hidden_channels)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{arg} must be a positive integer. "
-                                 f"Received: {arg}={value!r}")
-        self.output_channels = output_channels
-        self.num_params = num_params
-        self.hidden_channels = hidden_channels
+        self.output_channels = integer("output_channels", output_channels)
+        self.num_params = integer("num_params", num_params)
+        self.hidden_channels = integer("hidden_channels", hidden_channels)
         self.context_dim = context_dim
         self.stacked = bool(stacked)
         policy = self.dtype_policy

@@ -4,20 +4,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfflows._checks import integer, widths
+
 __all__ = ["MADE"]
 
 _ORDERS = ("natural", "reversed", "random")
 _HIDDEN_DEGREES = ("equal", "random")
-
-
-def _check_int(name, value, minimum, optional=False):
-    if optional and value is None:
-        return None
-    if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-            or value < minimum):
-        raise ValueError(f"{name} must be {'None or ' if optional else ''}an integer "
-                         f">= {minimum}. Received: {name}={value!r}")
-    return int(value)
 
 
 def _make_input_order(input_order, event_size, rng):
@@ -150,21 +142,15 @@ class MADE(keras.layers.Layer):
                  activation="relu", seed=None, kernel_initializer="glorot_uniform",
                  output_kernel_initializer="zeros", param_major=True, **kwargs):
         super().__init__(**kwargs)
-        self.event_size = _check_int("event_size", event_size, 1)
-        self.num_params = _check_int("num_params", num_params, 1)
-        if (isinstance(hidden_units, (str, bytes)) or not hasattr(hidden_units, "__len__")
-                or len(hidden_units) == 0 or any(
-                    isinstance(u, bool) or not isinstance(u, (int, np.integer)) or u < 1
-                    for u in hidden_units)):
-            raise ValueError("hidden_units must be a non-empty sequence of integers "
-                             f">= 1. Received: hidden_units={hidden_units!r}")
-        self.hidden_units = tuple(int(u) for u in hidden_units)
+        self.event_size = integer("event_size", event_size)
+        self.num_params = integer("num_params", num_params)
+        self.hidden_units = widths("hidden_units", hidden_units)
         if not isinstance(hidden_degrees, str) or hidden_degrees not in _HIDDEN_DEGREES:
             raise ValueError(f"hidden_degrees must be one of {_HIDDEN_DEGREES}. "
                              f"Received: hidden_degrees={hidden_degrees!r}")
         self.hidden_degrees = hidden_degrees
-        self.context_dim = _check_int("context_dim", context_dim, 1, optional=True)
-        seed = _check_int("seed", seed, 0, optional=True)
+        self.context_dim = integer("context_dim", context_dim, optional=True)
+        seed = integer("seed", seed, minimum=0, optional=True)
         if seed is None and (hidden_degrees == "random" or (
                 isinstance(input_order, str) and input_order == "random")):
             seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)

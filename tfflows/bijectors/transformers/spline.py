@@ -4,6 +4,7 @@ import math
 
 import tensorflow as tf
 
+from tfflows._checks import integer, positive_number
 from tfflows.bijectors.transformers import rational_quadratic as rq
 from tfflows.bijectors.transformers._base import Transformer
 
@@ -72,12 +73,8 @@ class RationalQuadraticSpline(Transformer):
 
     def __init__(self, bins=8, tail_bound=3.0, min_bin_width=1e-3,
                  min_bin_height=1e-3, min_derivative=1e-3):
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
-            raise ValueError("bins must be an integer >= 2. "
-                             f"Received: bins={bins!r}")
-        if not isinstance(tail_bound, (int, float)) or not tail_bound > 0:
-            raise ValueError("tail_bound must be a positive number. "
-                             f"Received: tail_bound={tail_bound!r}")
+        bins = integer("bins", bins, minimum=2)
+        tail_bound = positive_number("tail_bound", tail_bound)
         for arg, value in (("min_bin_width", min_bin_width),
                            ("min_bin_height", min_bin_height)):
             if not isinstance(value, (int, float)) or not 0 < value * bins < 1:
