@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -221,14 +221,28 @@ def test_empty_and_single_row_batches_of_images(image_flow, rows, method):
     assert image_flow.sample(rows, seed=0).shape == (rows, 4, 4, 1)
 
 
+def test_decoded_images_encode_again(image_flow):
+    z = np.random.default_rng(0).standard_normal((8, 4, 4, 1)).astype(np.float32) * 3
+    x = np.asarray(image_flow.decode(z))
+    np.testing.assert_allclose(image_flow.encode(x), z, atol=1e-3)
+
+
 @SETTINGS
 @given(x=hnp.arrays(np.float32, (2, 4, 4, 1), elements=st.floats(-2, 3, width=32,
                                                                 allow_subnormal=False)),
        method=st.sampled_from(["log_prob", "encode", "encode_and_log_det"]))
+@example(x=np.full((2, 4, 4, 1), -0.05, np.float32), method="log_prob")
+@example(x=np.full((2, 4, 4, 1), 1.05, np.float32), method="encode")
+@example(x=np.full((2, 4, 4, 1), 1.06, np.float32), method="encode")
 def test_image_pixels_outside_the_unit_interval_are_refused(image_flow, x, method):
-    if x.min() >= 0 and x.max() <= 1:
+    # Within the logit's margin (alpha = 0.05) the density is defined, and
+    # decode's outputs fall there: they must encode again.
+    margin = 0.05 / 0.9
+    if -margin < x.min() and x.max() < 1 + margin:
         assert all(np.isfinite(o).all() for o in tf_flat(getattr(image_flow, method)(x)))
+        event("inside [0, 1]" if x.min() >= 0 and x.max() <= 1 else "in the margin")
         return
+    event("refused")
     with pytest.raises(ValueError, match=r"x holds pixels outside \[0, 1\] \(from "
                                          rf"{x.min():g} to {x.max():g}\)"):
         getattr(image_flow, method)(x)
@@ -315,13 +329,13 @@ def test_builders_name_the_argument_they_refuse(data, builder):
                                    st.just(()), st.tuples(st.integers(-3, 0)),
                                    st.tuples(st.floats(0.5, 9.5).filter(
                                        lambda f: f != int(f)))))
-    if arg == "num_bins" and bad is None:
-        bad = 1  # None is a valid num_bins (no dequantization)
+    if arg in ("num_bins", "spline_bins") and bad is None:
+        bad = 1  # None is valid: no dequantization; the default bins
     with pytest.raises(ValueError, match=rf"{arg} must be "):
         make(**{**good, arg: bad})
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(builder=st.sampled_from(sorted(_BUILDERS)), numpy_ints=st.booleans())
 def test_builders_take_python_and_numpy_integers(builder, numpy_ints):
     make, good = _BUILDERS[builder]
@@ -330,3 +344,66 @@ def test_builders_take_python_and_numpy_integers(builder, numpy_ints):
     flow = make(**args)
     x = flow.sample(2, seed=0)
     assert np.isfinite(np.asarray(flow.log_prob(x))).all()
+
+
+# -- fit, evaluate, predict -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def compiled():
+    flow = tff.models.maf(3, num_layers=1, hidden_units=(4,))
+    flow.compile(jit_compile=False)
+    return flow
+
+
+_ROWS = np.random.default_rng(0).standard_normal((10, 3)).astype(np.float32)
+
+
+@SETTINGS
+@given(arg=st.sampled_from(["batch_size", "epochs", "validation_split"]),
+       bad=st.one_of(st.integers(-3, -1), st.floats(allow_subnormal=False).filter(
+           lambda f: not 0 <= f < 1), st.booleans(), st.text(max_size=2)))
+def test_fit_names_a_bad_argument(compiled, arg, bad):
+    if arg == "batch_size" and bad is False:
+        bad = 0
+    with pytest.raises(ValueError, match=rf"{arg} must be "):
+        compiled.fit(_ROWS, verbose=0, **{arg: bad})
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(x=_ROWS[:0]), "x has no rows"),
+    (dict(x=_ROWS, validation_data=_ROWS[:0]), "validation_data has no rows"),
+    (dict(x=_ROWS, validation_split=0.95), r"validation_split=0\.95 of 10 rows "
+                                           r"leaves 0 for training and 10 for validation"),
+    (dict(x=_ROWS.astype(np.float64) * 1e300), r"x holds values beyond the flow's "
+                                                r"float32 range \(up to"),
+    (None, None),
+])
+def test_fit_refuses_data_it_cannot_train_on(compiled, kwargs, match):
+    if match is None:  # a dataset of single rows, and one of none
+        import tensorflow as tf
+        rows = tf.data.Dataset.from_tensor_slices(_ROWS)
+        with pytest.raises(ValueError, match=r"x yields single examples of shape "
+                                             r"\(3,\): batch the dataset"):
+            compiled.fit(rows, verbose=0)
+        with pytest.raises(ValueError, match="x is a tf.data.Dataset with no elements"):
+            compiled.fit(rows.take(0).batch(2), verbose=0)
+        return
+    with pytest.raises(ValueError, match=match):
+        compiled.fit(verbose=0, **kwargs)
+
+
+@pytest.mark.parametrize("wrap", [list, lambda x: (x,), lambda x: (x, None),
+                                  lambda x: x.astype(np.int64)])
+def test_fit_takes_lists_tuples_and_integers(compiled, wrap):
+    data = wrap(np.round(_ROWS)) if wrap is not list else np.round(_ROWS).tolist()
+    history = compiled.fit(data, epochs=1, batch_size=5, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+
+
+@pytest.mark.parametrize("method", ["evaluate", "predict"])
+def test_evaluate_and_predict_refuse_nan_rows(compiled, method):
+    x = _ROWS.copy()
+    x[4, 1] = np.nan
+    with pytest.raises(ValueError, match=r"x has 1 rows with NaN or Inf \(first at "
+                                         r"index 4\); clean them first"):
+        getattr(compiled, method)(x, verbose=0)
+    assert np.isfinite(np.asarray(getattr(compiled, method)(_ROWS, verbose=0))).all()

@@ -11,6 +11,7 @@ import tensorflow_probability as tfp
 from tfflows._checks import integer
 from tfflows.distributions import StandardNormal, as_base
 from tfflows.layers.base import bound
+from tfflows.layers.multiscale import Logit
 from tfflows.objectives import MaximumLikelihood, split_inputs
 
 __all__ = ["Flow", "check_dtype", "xla_by_default"]
@@ -71,9 +72,17 @@ def _as_graph_when_eager(method):
         for name, value in arguments.items():
             if value is None or isinstance(value, bool):
                 static[name] = value
-            else:
-                names.append(name)
-                tensors.append(tf.convert_to_tensor(value))
+                continue
+            tensor = tf.convert_to_tensor(value)
+            # Numbers of any real dtype in one dtype, seeds as int64: one
+            # trace serves them all.
+            if name in ("x", "z", "context") and (tensor.dtype.is_floating
+                                                  or tensor.dtype.is_integer):
+                tensor = tf.cast(tensor, self.compute_dtype)
+            elif name == "seed" and tensor.dtype.is_integer:
+                tensor = tf.cast(tensor, tf.int64)
+            names.append(name)
+            tensors.append(tensor)
         specs = [spec(t) for t in tensors]
         key = (method.__name__, tuple(sorted(static.items())), tuple(names),
                tuple(specs))
@@ -195,7 +204,8 @@ def _check_eager_arguments(flow, arguments):
                     "rescale the data")
         if name == "x" and flow.num_bins and array.size:
             low, high = float(array.min()), float(array.max())
-            if low < 0 or high > 1:
+            lowest, highest = _pixel_domain(flow)
+            if not lowest < low <= high < highest:
                 raise ValueError(f"x holds pixels outside [0, 1] (from {low:g} to "
                                  f"{high:g}): image flows take pixels scaled to "
                                  f"[0, 1], k / num_bins for levels k")
@@ -207,6 +217,17 @@ def _check_eager_arguments(flow, arguments):
                              f"[{flow.context_dim}] context for all of them")
         if name != "context":
             rows, what = len(array), "input rows"
+
+
+def _pixel_domain(flow):
+    """The open interval of pixel values an image flow has a density on:
+    [0, 1] widened by its logit's margin, `alpha / (1 - 2 alpha)` on each
+    side, where `decode`'s outputs lie (so they encode again)."""
+    first = flow.flow_layers[0]
+    if isinstance(first, Logit) and first.alpha > 0:
+        margin = first.alpha / (1 - 2 * first.alpha)
+        return -margin, 1 + margin
+    return -np.finfo(np.float32).tiny, 1 + np.finfo(np.float32).eps
 
 
 def _no_rows(arguments):
@@ -264,6 +285,29 @@ def _check_outputs(method, result, arguments):
             f"from finite inputs: the flow's {values.dtype} arithmetic overflowed"
             f"{source}. {advice}; set flow.check_inputs = False to get the raw "
             "values back")
+
+
+def _rows_as_array(x):
+    """`x` as a flow's one input: a list of rows (or of numbers) as one
+    array (it cannot be Keras's list of several inputs), and Keras's
+    `(x,)` or `(x, None)` as `x`. Other tuples are left for the checks."""
+    if isinstance(x, tuple) and (len(x) == 1 or (len(x) == 2 and x[1] is None)):
+        x = x[0]
+    return np.asarray(x) if isinstance(x, list) else x
+
+
+def _check_split(x, fraction):
+    if (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+            or not 0 <= fraction < 1):
+        raise ValueError("validation_split must be a number in [0, 1). "
+                         f"Received: validation_split={fraction!r}")
+    if fraction and _is_arrays(x):
+        n = len(next(iter(x.values())) if isinstance(x, dict) else x)
+        cut = int(n * (1.0 - fraction))
+        if cut == 0 or cut == n:
+            raise ValueError(f"validation_split={fraction:g} of {n} rows leaves "
+                             f"{cut} for training and {n - cut} for validation; "
+                             "both need at least one")
 
 
 def _is_arrays(x):
@@ -362,11 +406,18 @@ class Flow(keras.Model):
     does; set `flow.run_eagerly = True` to step through them in Python.
     Eager calls first check their inputs (`flow.check_inputs`, True by
     default): NaN or Inf in `x`, `z` or `context` (scikit-learn's
-    convention), a context whose rows do not match the input's, a negative
-    or fractional `num_samples`, a temperature that is negative or not
-    finite: each a `ValueError` that names it. Set `flow.check_inputs =
-    False` to let NaN propagate (the check costs one pass over the input);
-    calls inside graphs (training, export, serving) are never checked.
+    convention), values past the flow's float range, arrays that are not
+    real numbers (integers are cast), an image flow's pixels outside
+    [0, 1], a context whose rows do not match the input's, a negative or
+    fractional `num_samples`, a temperature that is negative or not
+    finite, a seed that is not an int or a pair of ints: each a
+    `ValueError` that names it. Then their results: NaN, a log-density of
+    +inf or a non-finite point from finite inputs (float32 overflow inside
+    the networks, for inputs around 1e20 and beyond) is a `ValueError`
+    too; a log-density of -inf (a density that underflows) is returned.
+    Set `flow.check_inputs = False` to let NaN propagate (the checks cost
+    one pass over the inputs and results); calls inside graphs (training,
+    export, serving) are never checked.
 
     Args:
       layers: flow layers, data side first.
@@ -708,6 +759,10 @@ class Flow(keras.Model):
         if y is not None:
             raise ValueError("Flow.fit takes no targets (y): the negative "
                              "log-likelihood of x is the loss")
+        batch_size = integer("batch_size", batch_size, optional=True)
+        epochs = integer("epochs", epochs, minimum=0)
+        x, validation_data = _rows_as_array(x), _rows_as_array(validation_data)
+        _check_split(x, validation_split)
         first = self._check_fit_data(x, "x", batch_size)
         if validation_data is not None:
             self._check_fit_data(validation_data, "validation_data", batch_size)
@@ -724,10 +779,26 @@ class Flow(keras.Model):
                            validation_split=validation_split,
                            validation_data=validation_data, **kwargs)
 
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.evaluate`, with arrays checked as `fit` checks them."""
+        x = _rows_as_array(x)
+        if x is not None:
+            self._check_fit_data(x, "x")
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """`keras.Model.predict`: the log-density of each row, `x` checked as
+        `fit` checks it."""
+        x = _rows_as_array(x)
+        self._check_fit_data(x, "x")
+        return super().predict(x, *args, **kwargs)
+
     def _check_fit_data(self, data, name, batch_size=None):
         """Validates fit data; returns `(x, context)` of a first batch."""
         if isinstance(data, tf.data.Dataset):
-            batch = next(iter(data))
+            batch = next(iter(data), None)
+            if batch is None:
+                raise ValueError(f"{name} is a tf.data.Dataset with no elements")
         else:
             batch = data
         if isinstance(batch, (tuple, list)):
@@ -745,12 +816,24 @@ class Flow(keras.Model):
             label = name if part_name == "x" else f"{name}['context']"
             check_dtype(label, array.dtype)
             if part_name == "x":
+                if (isinstance(data, tf.data.Dataset)
+                        and array.ndim == len(self.event_shape)):
+                    raise ValueError(f"{name} yields single examples of shape "
+                                     f"{array.shape}: batch the dataset "
+                                     "(dataset.batch(n)) before fit")
                 self._check_shape(array.shape, label)
+            if len(array) == 0:
+                raise ValueError(f"{label} has no rows")
             bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
             if bad.any():
                 raise ValueError(f"{label} has {int(bad.sum())} rows with NaN or Inf "
                                  f"(first at index {int(np.argmax(bad))}); clean "
-                                 "them before training")
+                                 "them first")
+            largest = float(np.finfo(self.compute_dtype).max)
+            if float(np.abs(array).max()) > largest:
+                raise ValueError(f"{label} holds values beyond the flow's "
+                                 f"{self.compute_dtype} range (up to "
+                                 f"{float(np.abs(array).max()):.3g}); rescale it")
         if self.num_bins:
             lo, hi = float(np.min(np.asarray(x))), float(np.max(np.asarray(x)))
             if lo < 0 or hi > 1:

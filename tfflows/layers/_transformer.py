@@ -1,5 +1,6 @@
 """The `transformer=` argument shared by coupling and autoregressive layers."""
 
+from tfflows._checks import integer, positive_number
 from tfflows.bijectors import transformers
 
 __all__ = ["make_transformer", "transformer_config", "upgrade_config"]
@@ -18,8 +19,12 @@ def make_transformer(transformer, spline_bins=None, tail_bound=None):
       ValueError: on an unknown transformer, or spline arguments with
         another transformer.
     """
+    # Checked here under the names the layers and builders take.
     spline_kwargs = {key: value for key, value in
-                     (("bins", spline_bins), ("tail_bound", tail_bound))
+                     (("bins", integer("spline_bins", spline_bins, minimum=2,
+                                       optional=True)),
+                      ("tail_bound", tail_bound if tail_bound is None else
+                       positive_number("tail_bound", tail_bound)))
                      if value is not None}
     if spline_kwargs and transformer != "spline":
         raise ValueError(
