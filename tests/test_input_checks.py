@@ -374,7 +374,7 @@ def test_fit_names_a_bad_argument(compiled, arg, bad):
     (dict(x=_ROWS, validation_split=0.95), r"validation_split=0\.95 of 10 rows "
                                            r"leaves 0 for training and 10 for validation"),
     (dict(x=_ROWS.astype(np.float64) * 1e300), r"x holds values beyond the flow's "
-                                                r"float32 range \(up to"),
+                                                r"float32 range \(\|x\| up to"),
     (None, None),
 ])
 def test_fit_refuses_data_it_cannot_train_on(compiled, kwargs, match):

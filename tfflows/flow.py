@@ -137,6 +137,16 @@ def check_dtype(name, dtype):
                          f"integers). Received dtype {dtype}")
 
 
+def _check_in_range(name, array, dtype):
+    """Raises ValueError where finite `array` holds values that `dtype`
+    (the flow's float type) cannot (casting them would make them Inf)."""
+    magnitude, largest = float(np.abs(array).max()), float(np.finfo(dtype).max)
+    if magnitude > largest:
+        raise ValueError(f"{name} holds values beyond the flow's {dtype} range "
+                         f"(|{name}| up to {magnitude:.3g} > {largest:.3g}); "
+                         "rescale the data")
+
+
 def _check_seed(seed):
     """A seed is None, an int, or a pair of ints (arrays and tensors too)."""
     if seed is None:
@@ -175,7 +185,6 @@ def _check_eager_arguments(flow, arguments):
             raise ValueError("temperature must be a finite number >= 0 (0 gives the "
                              f"base's mean). Received: temperature={temperature!r}")
     _check_seed(arguments.get("seed"))
-    largest = float(np.finfo(flow.compute_dtype).max)
     for name in ("x", "z", "context"):
         value = arguments.get(name)
         if value is None or isinstance(value, bool):
@@ -196,12 +205,7 @@ def _check_eager_arguments(flow, arguments):
                 raise ValueError(f"{name} contains {kind}{where}; pass finite "
                                  "values, or set flow.check_inputs = False to "
                                  "let them propagate")
-            magnitude = float(np.abs(array).max())
-            if magnitude > largest:
-                raise ValueError(
-                    f"{name} holds values beyond the flow's {flow.compute_dtype} "
-                    f"range (|{name}| up to {magnitude:.3g} > {largest:.3g}); "
-                    "rescale the data")
+            _check_in_range(name, array, flow.compute_dtype)
         if name == "x" and flow.num_bins and array.size:
             low, high = float(array.min()), float(array.max())
             lowest, highest = _pixel_domain(flow)
@@ -829,11 +833,7 @@ class Flow(keras.Model):
                 raise ValueError(f"{label} has {int(bad.sum())} rows with NaN or Inf "
                                  f"(first at index {int(np.argmax(bad))}); clean "
                                  "them first")
-            largest = float(np.finfo(self.compute_dtype).max)
-            if float(np.abs(array).max()) > largest:
-                raise ValueError(f"{label} holds values beyond the flow's "
-                                 f"{self.compute_dtype} range (up to "
-                                 f"{float(np.abs(array).max()):.3g}); rescale it")
+            _check_in_range(label, array, self.compute_dtype)
         if self.num_bins:
             lo, hi = float(np.min(np.asarray(x))), float(np.max(np.asarray(x)))
             if lo < 0 or hi > 1:
