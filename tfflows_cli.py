@@ -63,6 +63,18 @@ def _positive_float(text):
     return value
 
 
+def _seed(text):
+    # What NumPy, scikit-learn and Keras take as a seed.
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer in [0, {2**32 - 1}]. Received: {text}")
+    return value
+
+
 def _rate(text):
     try:
         value = float(text)
@@ -98,7 +110,7 @@ def parser():
     train.add_argument("--batch-size", type=_positive_int, default=256)
     train.add_argument("--learning-rate", type=_positive_float, default=1e-3)
     train.add_argument("--num-layers", type=_positive_int, default=8)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_seed, default=0)
     train.add_argument("--no-export", action="store_true",
                        help="skip the SavedModel and ONNX export")
     train.add_argument("--overwrite", action="store_true",
@@ -108,7 +120,7 @@ def parser():
     sample.add_argument("model", help="a .keras file")
     sample.add_argument("--num", type=_positive_int, default=1000)
     sample.add_argument("--temperature", type=_positive_float, default=1.0)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--out", required=True, help="output .npy file")
     sample.add_argument("--overwrite", action="store_true",
                         help="replace --out if it exists")
@@ -140,7 +152,7 @@ def parser():
                         help="MCMC warm-up steps per chain (default 200)")
     impute.add_argument("--num-chains", type=_positive_int, default=4,
                         help="MCMC chains per row (default 4)")
-    impute.add_argument("--seed", type=int, default=0)
+    impute.add_argument("--seed", type=_seed, default=0)
     impute.add_argument("--overwrite", action="store_true",
                         help="replace --out if it exists")
 
