@@ -223,6 +223,108 @@ def csv_header(path, allow_missing=False):
     return _csv_rows(os.fspath(path), allow_missing)[0]
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _npy_header(path):
+    """`(shape, dtype, offset of the data)` of a `.npy` file, read without
+    loading it: pickles, `.npz` archives, other formats and truncated or
+    corrupted headers are named."""
+    with open(path, "rb") as f:
+        start = f.read(len(_NPY_MAGIC))
+        if start != _NPY_MAGIC:
+            if not start:
+                raise ValueError(f"{path}: the file is empty (0 bytes)")
+            if _NPY_MAGIC.startswith(start):
+                raise ValueError(f"{path}: a truncated .npy file ({len(start)} bytes, "
+                                 "cut inside NumPy's magic string)")
+            if start[:1] == b"\x80":
+                raise ValueError(
+                    f"{path} is a Python pickle, not a .npy array: pickled files are "
+                    "not loaded, for safety (unpickling can run any code). If you "
+                    "trust the file, unpickle it yourself and save the array with "
+                    "np.save(path, x.astype(np.float32))")
+            if start[:4] == b"PK\x03\x04":
+                raise ValueError(f"{path} is a .npz archive (several arrays), not a .npy "
+                                 "array: save one of them with np.save")
+            raise ValueError(f"{path} is not a .npy file: it does not start with "
+                             "NumPy's magic string (another format, or corrupted?)")
+        f.seek(0)
+        try:
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0), (3, 0)):
+                raise ValueError(f"unknown format version {version}")
+            # Version 3.0 differs from 2.0 only in encoding the header as
+            # UTF-8, which 2.0's reader decodes as Latin-1: field names aside,
+            # the same header.
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(f)
+        except Exception as err:  # ValueError, SyntaxError, tokenize.TokenError...
+            detail = " ".join(str(err).split())[:200]
+            raise ValueError(f"{path}: a truncated or corrupted .npy file: its header "
+                             f"cannot be read ({type(err).__name__}: {detail})") from None
+        return tuple(shape), dtype, f.tell()
+
+
+def _check_npy_dtype(path, dtype):
+    kind = dtype.kind
+    if dtype.hasobject:
+        raise ValueError(
+            f"{path} holds Python objects (dtype object), which np.save stores "
+            "pickled: pickled .npy files are not loaded, for safety (unpickling can "
+            "run any code). If you trust the file, convert it: np.save(path, "
+            "np.load(path, allow_pickle=True).astype(np.float32))")
+    if dtype.names:
+        raise ValueError(f"{path} holds a structured array (fields "
+                         f"{', '.join(dtype.names)}), not plain numbers: save "
+                         "numpy.lib.recfunctions.structured_to_unstructured(x) instead")
+    if kind == "b":
+        raise ValueError(f"{path} holds booleans (dtype bool), not real numbers: a "
+                         "flow models real-valued data; if 0/1 values are meant, "
+                         "save x.astype(np.float32)")
+    if kind == "c":
+        raise ValueError(f"{path} holds complex numbers (dtype {dtype}), not real ones: "
+                         "save the real and imaginary parts as columns, "
+                         "np.concatenate([x.real, x.imag], axis=-1)")
+    if kind in "US":
+        raise ValueError(f"{path} holds text (dtype {dtype}), not numbers")
+    if kind in "mM":
+        raise ValueError(f"{path} holds dates or durations (dtype {dtype}), not numbers")
+    if kind not in "fiu":
+        raise ValueError(f"{path}: not numeric (dtype {dtype})")
+
+
+def _load_npy(path):
+    """A real-valued `.npy` array of at least one row of one value, checked
+    before its data is read."""
+    shape, dtype, offset = _npy_header(path)
+    _check_npy_dtype(path, dtype)
+    if len(shape) == 0:
+        raise ValueError(f"{path} holds a single number (a 0-d array); expected rows "
+                         "of examples, shape [N, D]")
+    if len(shape) == 1:
+        raise ValueError(f"{path} holds a 1-D array of shape {shape}; expected rows of "
+                         "examples, shape [N, D]: save x[:, None] for rows of one value "
+                         "each, or x[None, :] for a single row")
+    if 0 in shape:
+        raise ValueError(f"{path} holds no values (shape {shape}); expected rows of "
+                         "examples")
+    need = int(np.prod(shape)) * dtype.itemsize
+    have = os.path.getsize(path) - offset
+    if have < need:
+        raise ValueError(f"{path}: a truncated .npy file: its header says shape {shape} "
+                         f"of {dtype} ({need} bytes of data) but it holds {have}")
+    if have > need:
+        raise ValueError(f"{path}: a corrupted .npy file: it holds {have - need} bytes "
+                         f"more than its header's shape {shape} of {dtype} needs")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise ValueError(f"{path}: cannot read the .npy data ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:200]})") from None
+
+
 def load_array(path, allow_missing=False):
     """Loads a `.npy` or `.csv` file as float32 rows, checked.
 
@@ -235,10 +337,15 @@ def load_array(path, allow_missing=False):
     other numbers. Blank lines before or after the table are ignored, blank
     lines inside it refused.
 
+    `.npy` files hold real numbers (float, int or uint) shaped `[N, D]` or
+    `[N, ...]` (images); pickled (object) arrays are never loaded, for
+    safety; booleans, complex numbers, text, dates, structured arrays, 0-d
+    and 1-D arrays are refused, each with a message saying what to do.
+
     Messages number rows from 1 (and CSV lines too). Raises `ValueError`
     naming the file and the problem: a missing file, another extension, a
-    non-numeric or empty cell, ragged rows, an empty file, or rows with NaN
-    or Inf or values beyond float32's range.
+    truncated or corrupted file, a non-numeric or empty cell, ragged rows,
+    an empty file, or rows with NaN or Inf or values beyond float32's range.
 
     `allow_missing=True` (for imputation) reads empty CSV cells as NaN and
     lets NaN through as a missing entry; Inf is still refused.
@@ -247,20 +354,12 @@ def load_array(path, allow_missing=False):
     if not os.path.isfile(path):
         raise ValueError(f"No such file: {path}")
     ext = os.path.splitext(path)[1].lower()
-    lines = None
     if ext == ".npy":
-        try:
-            x = np.load(path, allow_pickle=False)
-        except ValueError as err:
-            raise ValueError(f"{path}: not a numeric .npy array ({err})") from None
-        if not np.issubdtype(x.dtype, np.number):
-            raise ValueError(f"{path}: not numeric (dtype {x.dtype})")
+        x, lines = _load_npy(path), None
     elif ext == ".csv":
         x, lines = _read_csv(path, allow_missing)
     else:
         raise ValueError(f"{path}: expected a .npy or .csv file")
-    if x.ndim < 2 or len(x) == 0:
-        raise ValueError(f"{path}: expected rows of examples, got shape {x.shape}")
     _check_finite_rows(x, path, lines, allow_missing)
     return x.astype(np.float32)
 
