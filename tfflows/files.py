@@ -7,6 +7,7 @@ never half-written and never written onto an input.
 """
 
 import contextlib
+import json
 import os
 import tempfile
 import zipfile
@@ -22,8 +23,16 @@ def _one_line(err):
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+def _error_name(err):
+    """`BadZipFile`, `zlib.error`: the module is named where the class name
+    alone says little."""
+    kind = type(err)
+    return kind.__name__ if kind.__name__[0].isupper() else f"{kind.__module__}.{kind.__name__}"
+
+
 def _check_keras_archive(path):
-    """Raises ValueError unless `path` is a whole, uncorrupted `.keras` zip."""
+    """The parsed config.json of `path`; raises ValueError unless `path` is a
+    whole, uncorrupted `.keras` zip."""
     if not os.path.isfile(path):
         raise ValueError(f"No such model file: {path}")
     if not zipfile.is_zipfile(path):
@@ -33,8 +42,11 @@ def _check_keras_archive(path):
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
             bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as err:
-        raise ValueError(f"{path} is a corrupted .keras file ({_one_line(err)})") from None
+            config = (archive.read("config.json") if "config.json" in names
+                      and bad is None else None)
+    except Exception as err:  # zipfile raises many types on damaged headers
+        raise ValueError(f"{path} is a corrupted .keras file ({_error_name(err)}: "
+                         f"{_one_line(err)})") from None
     if bad is not None:
         raise ValueError(f"{path} is a corrupted .keras file: {bad} fails its "
                          "checksum")
@@ -42,6 +54,28 @@ def _check_keras_archive(path):
     if missing:
         raise ValueError(f"{path} is not a .keras model file: it has no "
                          f"{', '.join(missing)}")
+    try:
+        return json.loads(config)
+    except (ValueError, RecursionError) as err:  # bad JSON or UTF-8, too deep
+        raise ValueError(f"{path} is a corrupted .keras file: its config.json is not "
+                         f"JSON ({_one_line(err)})") from None
+
+
+def _lambda_holder(config):
+    """The class name of the object whose config holds a Python lambda
+    (Keras serializes one as `{"class_name": "__lambda__", ...}`), or None."""
+    stack = [(config, None)]
+    while stack:
+        node, holder = stack.pop()
+        if isinstance(node, dict):
+            name = node.get("class_name")
+            if name == "__lambda__":
+                return holder or "Keras"
+            holder = name if isinstance(name, str) else holder
+            stack.extend((value, holder) for value in node.values())
+        elif isinstance(node, list):
+            stack.extend((value, holder) for value in node)
+    return None
 
 
 def load_flow(path, safe_mode=True):
@@ -50,20 +84,32 @@ def load_flow(path, safe_mode=True):
     Raises a `ValueError` that names the file and the problem (missing,
     truncated, corrupted, not a Keras archive, not a Flow, refused by
     `safe_mode`) instead of the zip, HDF5 or deserialization error beneath.
+
+    `safe_mode=True` (Keras' default) refuses a file holding Python code (a
+    lambda, e.g. in a `keras.layers.Lambda`): loading it would run that code.
+    Pass `safe_mode=False` only for a file you trust.
     """
     import keras
 
     from tfflows.flow import Flow
 
     path = os.fspath(path)
-    _check_keras_archive(path)
+    config = _check_keras_archive(path)
+    holder = _lambda_holder(config)
+    if safe_mode and holder is not None:
+        raise ValueError(
+            f"{path} holds Python code (a lambda in a {holder} layer), which safe_mode "
+            "refuses to run: loading it would run code the file chooses. Load it only "
+            "if you trust the file, with tfflows.files.load_flow(path, "
+            "safe_mode=False) (the tfflows command always loads safely)")
     try:
         model = keras.models.load_model(path, safe_mode=safe_mode)
     except Exception as err:  # Keras, h5py and zipfile raise many types
         raise ValueError(f"{path}: cannot load the model ({type(err).__name__}: "
                          f"{_one_line(err)})") from err
     if not isinstance(model, Flow):
-        raise ValueError(f"{path} holds a {type(model).__name__}, not a tfflows.Flow")
+        raise ValueError(f"{path} holds a {type(model).__name__}, not a tfflows.Flow "
+                         "(a model saved by Flow.save or `tfflows train`)")
     return model
 
 
