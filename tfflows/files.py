@@ -2,6 +2,7 @@
 never half-written and never written onto an input.
 
     flow = files.load_flow("moons.keras")      # ValueError naming the problem
+    loaded = files.load_saved_model("serving/moons/1")   # the same for SavedModels
     with files.atomic_output("s.npy") as tmp:  # refuses an existing file
         np.save(tmp, samples)                  # s.npy appears only when complete
 """
@@ -12,7 +13,7 @@ import os
 import tempfile
 import zipfile
 
-__all__ = ["load_flow", "check_output", "atomic_output", "same_file"]
+__all__ = ["load_flow", "load_saved_model", "check_output", "atomic_output", "same_file"]
 
 # What Keras 3 writes into every `.keras` archive.
 _KERAS_ARCHIVE_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
@@ -111,6 +112,93 @@ def load_flow(path, safe_mode=True):
         raise ValueError(f"{path} holds a {type(model).__name__}, not a tfflows.Flow "
                          "(a model saved by Flow.save or `tfflows train`)")
     return model
+
+
+def _saved_model_fault(path):
+    """Which file of the SavedModel folder `path` is damaged, found by reading
+    each in turn (the graph, the variables' index, every variable); None if
+    each reads."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    try:
+        with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+            proto.ParseFromString(f.read())
+        if not proto.meta_graphs:
+            return "saved_model.pb"
+    except Exception:
+        return "saved_model.pb"
+    prefix = os.path.join(path, "variables", "variables")
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        names = list(reader.get_variable_to_shape_map())
+    except Exception:
+        return os.path.join("variables", "variables.index")
+    try:
+        for name in names:
+            reader.get_tensor(name)
+    except Exception:
+        shards = sorted(n for n in os.listdir(os.path.dirname(prefix))
+                        if n.startswith("variables.data-"))
+        return os.path.join("variables", shards[0] if len(shards) == 1
+                            else "variables.data-*")
+    return None
+
+
+def load_saved_model(path):
+    """Loads a SavedModel folder with `tf.saved_model.load`, checked first.
+
+    Raises a `ValueError` naming the folder and the problem: missing, a
+    model base folder (versions inside) instead of a version folder, no
+    `saved_model.pb`, missing variable files, or a file truncated or
+    corrupted (named), instead of TensorFlow's error beneath.
+    """
+    import glob
+    import re
+
+    import tensorflow as tf
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"No such SavedModel folder: {path}")
+    if not os.path.isdir(path):
+        raise ValueError(f"{path} is a file, not a SavedModel folder")
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        versions = sorted((n for n in os.listdir(path) if re.fullmatch(r"\d+", n)
+                           and os.path.isdir(os.path.join(path, n))), key=int)
+        if versions:
+            raise ValueError(f"{path} holds model versions ({', '.join(versions)}), not "
+                             "a SavedModel: pass a version folder, e.g. "
+                             f"{os.path.join(path, versions[-1])}")
+        raise ValueError(f"No SavedModel in {path}: it has no saved_model.pb")
+    index = os.path.join(path, "variables", "variables.index")
+    missing = None
+    if not os.path.isfile(index):
+        missing = os.path.join("variables", "variables.index")
+    else:
+        shards = glob.glob(os.path.join(path, "variables", "variables.data-*-of-*"))
+        counts = {re.search(r"-of-(\d+)$", n).group(1) for n in shards}
+        total = int(counts.pop()) if len(counts) == 1 else 1
+        for k in range(total):
+            name = f"variables.data-{k:05d}-of-{total:05d}"
+            if not os.path.isfile(os.path.join(path, "variables", name)):
+                missing = os.path.join("variables", name)
+                break
+    if missing is not None:
+        raise ValueError(f"{path}: the SavedModel is incomplete: {missing} is missing "
+                         "(copy the whole folder, or export again)")
+    try:
+        return tf.saved_model.load(path)
+    except Exception as err:  # TensorFlow, protobuf and checkpoint errors
+        fault = _saved_model_fault(path)
+        if fault is not None:
+            raise ValueError(f"{path}: cannot load the SavedModel: {fault} is truncated "
+                             "or corrupted (copy the whole folder again, or export "
+                             "again)") from err
+        detail = _one_line(str(err).splitlines()[0] if str(err) else err)
+        raise ValueError(f"{path}: cannot load the SavedModel ({type(err).__name__}: "
+                         f"{detail})") from err
 
 
 def same_file(a, b):
