@@ -49,8 +49,8 @@ def _check_keras_archive(path):
         raise ValueError(f"{path} is a corrupted .keras file ({_error_name(err)}: "
                          f"{_one_line(err)})") from None
     if bad is not None:
-        raise ValueError(f"{path} is a corrupted .keras file: {bad} fails its "
-                         "checksum")
+        raise ValueError(f"{path} is a corrupted .keras file: its member {bad} is "
+                         "damaged (a checksum or header mismatch)")
     missing = [m for m in _KERAS_ARCHIVE_MEMBERS if m not in names]
     if missing:
         raise ValueError(f"{path} is not a .keras model file: it has no "
