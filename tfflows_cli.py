@@ -168,6 +168,10 @@ def parser():
 def _check_paths(args):
     """File checks that need no TensorFlow, so they answer at once."""
     model = getattr(args, "model", None)
+    if model is not None and os.path.isdir(model):
+        raise CommandError(f"{model} is a folder (a SavedModel?), not a .keras file: "
+                           "tfflows commands read the .keras model that `tfflows "
+                           "train` or Flow.save wrote")
     if model is not None and not os.path.isfile(model):
         raise CommandError(f"No such model file: {model}")
     data = getattr(args, "data", None)

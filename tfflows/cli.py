@@ -186,13 +186,18 @@ def train(args):
     from tfflows.export import ExportError
 
     x, num_bins = _load_data(args.data, args.seed)
+    x_train, x_val, x_test = data.split(x, seed=args.seed)
+    if not (len(x_train) and len(x_val) and len(x_test)):
+        raise CommandError(f"{args.data}: {len(x)} rows are too few to train on: train "
+                           "splits them 80/10/10 into training, validation and test "
+                           f"rows ({len(x_train)}/{len(x_val)}/{len(x_test)} here) and "
+                           "needs at least one of each")
     name = os.path.splitext(os.path.basename(args.data))[0]
     out = args.out or os.path.join("runs", f"{args.flow}-{name}")
     data_path = None if args.data in BUILTIN_DATA else args.data
     parent = _prepare_out(out, args.overwrite, data_path)
     keras.utils.set_random_seed(args.seed)
     flow = _build(args.flow, x, num_bins, args.num_layers)
-    x_train, x_val, x_test = data.split(x, seed=args.seed)
     flow.compile(optimizer=keras.optimizers.Adam(args.learning_rate, global_clipnorm=1.0))
     staging = tempfile.mkdtemp(prefix=".tfflows-", dir=parent)
     export_error = None
@@ -268,10 +273,11 @@ def score(args):
     inputs = [args.model, args.data, args.threshold_from]
     if args.out:
         files.check_output(args.out, args.overwrite, inputs=inputs)
+    x = data.load_array(args.data)  # the cheaper check first
     flow = files.load_flow(args.model)
     if flow.context_dim is not None:
         raise CommandError("conditional flows need a context; use the Python API")
-    x = _rows_for(flow, data.load_array(args.data), args.data)
+    x = _rows_for(flow, x, args.data)
     batch = args.batch_size
     if batch is not None and len(x) % batch:
         raise CommandError(f"{args.data}: {len(x)} rows are not whole batches of "
@@ -331,10 +337,11 @@ def impute(args):
 
     inputs = [args.model, args.data]
     files.check_output(args.out, args.overwrite, inputs=inputs)
+    x = data.load_array(args.data, allow_missing=True)  # the cheaper check first
     flow = files.load_flow(args.model)
     if flow.context_dim is not None:
         raise CommandError("conditional flows need a context; use the Python API")
-    x = _rows_for(flow, data.load_array(args.data, allow_missing=True), args.data)
+    x = _rows_for(flow, x, args.data)
     if args.out.lower().endswith(".csv") and x.ndim != 2:
         raise CommandError(f"--out {args.out}: a .csv holds vectors; these rows have "
                            f"shape {x.shape[1:]}: write a .npy")

@@ -2,14 +2,19 @@
 
 Generated 2-D toys (two moons, circles), sklearn's digits and breast-cancer
 data (a small real classification problem for Bayesian models), and loaders for
-user data: `.npy`, `.csv` (numeric columns, an optional header row) and IDX files
+user data: `.npy`, `.csv` (numeric columns, an optional header row; comma- or
+semicolon-separated) and IDX files
 (the MNIST / Fashion-MNIST format, gzipped or not). Loaders reject bad data
 with a `ValueError` that names the problem.
 """
 
+import collections
 import csv
 import gzip
+import io
+import itertools
 import os
+import re
 
 import numpy as np
 from sklearn import datasets as sk_datasets
@@ -35,17 +40,35 @@ def circles(num_samples=4096, noise=0.05, factor=0.5, seed=0):
     return x.astype(np.float32)
 
 
-def _check_finite_rows(x, path, first_line=None, allow_missing=False):
-    """Rows are numbered from 1 in every message; CSV rows also by line.
-    With `allow_missing`, NaN passes (a missing entry) and only Inf fails."""
-    bad = (np.isinf(x) if allow_missing else ~np.isfinite(x)).reshape(len(x), -1).any(axis=1)
-    if bad.any():
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_finite_rows(x, path, lines=None, allow_missing=False):
+    """Rows are numbered from 1 in every message; CSV rows also by their line
+    (`lines[i]` is row i's line). With `allow_missing`, NaN passes (a missing
+    entry) and only Inf fails. Values that float32 cannot hold (|x| above
+    3.4e38, which would become Inf) fail too."""
+    def where(bad):
         row = int(np.argmax(bad))
-        where = f"row {row + 1}" + ("" if first_line is None
-                                    else f", line {row + first_line}")
+        return f"row {row + 1}" + ("" if lines is None else f", line {lines[row]}")
+
+    flat = x.reshape(len(x), -1)
+    bad = (np.isinf(flat) if allow_missing else ~np.isfinite(flat)).any(axis=1)
+    if bad.any():
         what = "Inf (missing entries are empty cells or NaN)" if allow_missing else "NaN or Inf"
         raise ValueError(f"{path}: {int(bad.sum())} rows with {what} "
-                         f"(first: {where})")
+                         f"(first: {where(bad)})")
+    if flat.dtype.itemsize > 4 or flat.dtype.kind != "f":
+        with np.errstate(over="ignore"):
+            big = np.isinf(flat.astype(np.float32)).any(axis=1)
+        if big.any():
+            raise ValueError(f"{path}: {int(big.sum())} rows with values beyond "
+                             f"float32's range, |x| > {_FLOAT32_MAX:.2g} (first: "
+                             f"{where(big)}); rescale the data")
+
+
+# A number written with a decimal comma (or a thousands separator): `1,5`.
+_DECIMAL_COMMA = re.compile(r"\s*[+-]?(\d+,\d*|,\d+)([eE][+-]?\d+)?\s*")
 
 
 def _is_number(text, allow_missing=False):
@@ -60,35 +83,119 @@ def _is_number(text, allow_missing=False):
 
 def _is_header(row, allow_missing=False):
     """A first row is a header unless every field is a number; `0,1,...,n-1`
-    (pandas' default column names) is a header too."""
-    if not all(_is_number(v, allow_missing) for v in row):
+    (pandas' default column names) is a header too. A decimal comma counts
+    as a number here, so that it is refused rather than taken for a name."""
+    if not all(_is_number(v, allow_missing) or _DECIMAL_COMMA.fullmatch(v) for v in row):
         return True
     return [v.strip() for v in row] == [str(i) for i in range(len(row))]
 
 
-def _read_csv(path, allow_missing=False):
-    """`(rows, line of the first data row)`; the header row is optional.
-    With `allow_missing`, an empty cell reads as NaN."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [row for row in csv.reader(f)]
-    # Trailing blank lines; with allow_missing a line of empty cells
-    # (",,") is a row with nothing observed.
-    while rows and (not rows[-1] or len(rows[-1]) == 1 and not rows[-1][0].strip()
+def _read_text(path):
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot be read ({err.strerror})") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        utf16 = " (it looks like UTF-16)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ValueError(f"{path}: not UTF-8 text{utf16}: byte {raw[err.start]:#04x} at "
+                         f"offset {err.start}; save the CSV as UTF-8") from None
+
+
+def _split_line(line, delimiter):
+    try:
+        return next(csv.reader([line], delimiter=delimiter, skipinitialspace=True), [])
+    except csv.Error:
+        return [line]
+
+
+def _delimiter(text):
+    """`;` for semicolon-separated files (spreadsheets saved where the comma
+    is the decimal point), else `,`. A line votes for `;` when it splits on
+    `;` and either not on `,` or only into numbers with decimal commas (which
+    are then refused); the first 20 non-blank lines vote."""
+    votes = {",": 0, ";": 0}
+    lines = itertools.islice((line for line in io.StringIO(text, newline="")
+                              if line.strip()), 20)
+    for line in lines:
+        line = line.rstrip("\r\n")
+        semi, comma = _split_line(line, ";"), _split_line(line, ",")
+        if len(semi) > 1 and (len(comma) == 1 or all(
+                _is_number(v, True) or _DECIMAL_COMMA.fullmatch(v) for v in semi)):
+            votes[";"] += 1
+        elif len(comma) > 1:
+            votes[","] += 1
+    return ";" if votes[";"] > votes[","] else ","
+
+
+def _is_blank(row):
+    return not row or len(row) == 1 and not row[0].strip()
+
+
+def _csv_rows(path, allow_missing=False):
+    """`(header or None, data rows, their line numbers, delimiter)`, checked
+    for everything but the cells' values: an empty file, blank lines inside
+    the table, ragged rows, a header and no data."""
+    text = _read_text(path)
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise ValueError(f"{path}: line {line} holds a NUL byte: a binary file, not "
+                         "CSV text?")
+    delimiter = _delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter,
+                        skipinitialspace=True)
+    rows, lines, start = [], [], 1
+    try:
+        for row in reader:
+            rows.append(row)
+            lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise ValueError(f"{path}: line {reader.line_num}: {err}") from None
+    # Blank lines before and after the table are dropped; with allow_missing a
+    # line of empty cells (",,") is a row with nothing observed, except at the
+    # end without it.
+    while rows and (_is_blank(rows[-1])
                     or not allow_missing and not any(v.strip() for v in rows[-1])):
         rows.pop()
+        lines.pop()
+    while rows and _is_blank(rows[0]):
+        rows.pop(0)
+        lines.pop(0)
     if not rows:
         raise ValueError(f"{path}: the file is empty")
-    header = rows[0] if _is_header(rows[0], allow_missing) else None
-    first_line = 2 if header is not None else 1
-    body = rows[first_line - 1:]
-    if not body:
+    for row, line in zip(rows, lines):
+        if _is_blank(row):
+            hint = " (or write NaN in the cells of a row with nothing observed)" \
+                if allow_missing else ""
+            raise ValueError(f"{path}: line {line} is blank, between rows of data: "
+                             f"delete it{hint}")
+    counts = [len(row) for row in rows]
+    # The odd row is the first whose count differs from the most common one
+    # (the first row's count on a tie).
+    frequency = collections.Counter(counts)
+    width = max(frequency, key=lambda n: (frequency[n], n == counts[0]))
+    odd = next((k for k, n in enumerate(counts) if n != width), None)
+    if odd is not None:
+        where = "the first row has" if counts[0] == width else "most rows have"
+        raise ValueError(f"{path}: ragged rows: line {lines[odd]} has {counts[odd]} "
+                         f"fields where {where} {width}")
+    header = [v.strip() for v in rows[0]] if _is_header(rows[0], allow_missing) else None
+    if header is not None:
+        rows, lines = rows[1:], lines[1:]
+    if not rows:
         raise ValueError(f"{path}: a header row and no data rows")
-    width = len(rows[0])
+    return header, rows, lines, delimiter
+
+
+def _read_csv(path, allow_missing=False):
+    """`(rows, line of each row)`; the header row is optional.
+    With `allow_missing`, an empty cell reads as NaN."""
+    header, rows, lines, _ = _csv_rows(path, allow_missing)
     values = []
-    for line, row in enumerate(body, start=first_line):
-        if len(row) != width:
-            raise ValueError(f"{path}: line {line} has {len(row)} fields, the "
-                             f"first row has {width}")
+    for line, row in zip(lines, rows):
         try:
             values.append([float(v) if v.strip() or not allow_missing else np.nan
                            for v in row])
@@ -96,31 +203,149 @@ def _read_csv(path, allow_missing=False):
             column = next(i for i, v in enumerate(row)
                           if not _is_number(v, allow_missing))
             name = repr(header[column]) if header is not None else column + 1
-            if not row[column].strip():
+            cell = row[column].strip()
+            if not cell:
                 raise ValueError(f"{path}: column {name} has an empty cell (line "
                                  f"{line}); fill missing values first, e.g. with "
                                  "`tfflows impute`") from None
+            if _DECIMAL_COMMA.fullmatch(cell):
+                raise ValueError(f"{path}: column {name} has a decimal comma (line "
+                                 f"{line}: {cell!r}): tfflows reads '.' as the "
+                                 "decimal point and no thousands separators; save the "
+                                 "file with '.' decimals") from None
             raise ValueError(f"{path}: column {name} is not numeric "
-                             f"(line {line}: {row[column]!r})") from None
-    return np.asarray(values), first_line
+                             f"(line {line}: {cell!r})") from None
+    return np.asarray(values), lines
 
 
 def csv_header(path, allow_missing=False):
     """The column names of a CSV file's header row, or None if it has none."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        first = next(csv.reader(f), None)
-    return first if first and _is_header(first, allow_missing) else None
+    return _csv_rows(os.fspath(path), allow_missing)[0]
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _npy_header(path):
+    """`(shape, dtype, offset of the data)` of a `.npy` file, read without
+    loading it: pickles, `.npz` archives, other formats and truncated or
+    corrupted headers are named."""
+    with open(path, "rb") as f:
+        start = f.read(len(_NPY_MAGIC))
+        if start != _NPY_MAGIC:
+            if not start:
+                raise ValueError(f"{path}: the file is empty (0 bytes)")
+            if _NPY_MAGIC.startswith(start):
+                raise ValueError(f"{path}: a truncated .npy file ({len(start)} bytes, "
+                                 "cut inside NumPy's magic string)")
+            if start[:1] == b"\x80":
+                raise ValueError(
+                    f"{path} is a Python pickle, not a .npy array: pickled files are "
+                    "not loaded, for safety (unpickling can run any code). If you "
+                    "trust the file, unpickle it yourself and save the array with "
+                    "np.save(path, x.astype(np.float32))")
+            if start[:4] == b"PK\x03\x04":
+                raise ValueError(f"{path} is a .npz archive (several arrays), not a .npy "
+                                 "array: save one of them with np.save")
+            raise ValueError(f"{path} is not a .npy file: it does not start with "
+                             "NumPy's magic string (another format, or corrupted?)")
+        f.seek(0)
+        try:
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0), (3, 0)):
+                raise ValueError(f"unknown format version {version}")
+            # Version 3.0 differs from 2.0 only in encoding the header as
+            # UTF-8, which 2.0's reader decodes as Latin-1: field names aside,
+            # the same header.
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(f)
+        except Exception as err:  # ValueError, SyntaxError, tokenize.TokenError...
+            detail = " ".join(str(err).split())[:200]
+            raise ValueError(f"{path}: a truncated or corrupted .npy file: its header "
+                             f"cannot be read ({type(err).__name__}: {detail})") from None
+        return tuple(shape), dtype, f.tell()
+
+
+def _check_npy_dtype(path, dtype):
+    kind = dtype.kind
+    if dtype.hasobject:
+        raise ValueError(
+            f"{path} holds Python objects (dtype object), which np.save stores "
+            "pickled: pickled .npy files are not loaded, for safety (unpickling can "
+            "run any code). If you trust the file, convert it: np.save(path, "
+            "np.load(path, allow_pickle=True).astype(np.float32))")
+    if dtype.names:
+        raise ValueError(f"{path} holds a structured array (fields "
+                         f"{', '.join(dtype.names)}), not plain numbers: save "
+                         "numpy.lib.recfunctions.structured_to_unstructured(x) instead")
+    if kind == "b":
+        raise ValueError(f"{path} holds booleans (dtype bool), not real numbers: a "
+                         "flow models real-valued data; if 0/1 values are meant, "
+                         "save x.astype(np.float32)")
+    if kind == "c":
+        raise ValueError(f"{path} holds complex numbers (dtype {dtype}), not real ones: "
+                         "save the real and imaginary parts as columns, "
+                         "np.concatenate([x.real, x.imag], axis=-1)")
+    if kind in "US":
+        raise ValueError(f"{path} holds text (dtype {dtype}), not numbers")
+    if kind in "mM":
+        raise ValueError(f"{path} holds dates or durations (dtype {dtype}), not numbers")
+    if kind not in "fiu":
+        raise ValueError(f"{path}: not numeric (dtype {dtype})")
+
+
+def _load_npy(path):
+    """A real-valued `.npy` array of at least one row of one value, checked
+    before its data is read."""
+    shape, dtype, offset = _npy_header(path)
+    _check_npy_dtype(path, dtype)
+    if len(shape) == 0:
+        raise ValueError(f"{path} holds a single number (a 0-d array); expected rows "
+                         "of examples, shape [N, D]")
+    if len(shape) == 1:
+        raise ValueError(f"{path} holds a 1-D array of shape {shape}; expected rows of "
+                         "examples, shape [N, D]: save x[:, None] for rows of one value "
+                         "each, or x[None, :] for a single row")
+    if 0 in shape:
+        raise ValueError(f"{path} holds no values (shape {shape}); expected rows of "
+                         "examples")
+    need = int(np.prod(shape)) * dtype.itemsize
+    have = os.path.getsize(path) - offset
+    if have < need:
+        raise ValueError(f"{path}: a truncated .npy file: its header says shape {shape} "
+                         f"of {dtype} ({need} bytes of data) but it holds {have}")
+    if have > need:
+        raise ValueError(f"{path}: a corrupted .npy file: it holds {have - need} bytes "
+                         f"more than its header's shape {shape} of {dtype} needs")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise ValueError(f"{path}: cannot read the .npy data ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:200]})") from None
 
 
 def load_array(path, allow_missing=False):
     """Loads a `.npy` or `.csv` file as float32 rows, checked.
 
-    CSV files have numeric columns only and an optional header row: a first
-    row of numbers is data, except `0,1,...,n-1` (pandas' default column
-    names), which is a header. Messages number rows from 1 (and CSV lines
-    too). Raises
-    `ValueError` for a missing file, another extension, a non-numeric
-    column, an empty file, or rows with NaN or Inf.
+    CSV files (UTF-8, a BOM allowed) have numeric columns only and an
+    optional header row: a first row of numbers is data, except `0,1,...,n-1`
+    (pandas' default column names), which is a header. Cells are separated
+    by commas, or by semicolons when the file's lines are (a spreadsheet
+    saved where the comma is the decimal point); quoted numbers and spaces
+    around cells are fine; a decimal comma (`1,5`) is refused, never read as
+    other numbers. Blank lines before or after the table are ignored, blank
+    lines inside it refused.
+
+    `.npy` files hold real numbers (float, int or uint) shaped `[N, D]` or
+    `[N, ...]` (images); pickled (object) arrays are never loaded, for
+    safety; booleans, complex numbers, text, dates, structured arrays, 0-d
+    and 1-D arrays are refused, each with a message saying what to do.
+
+    Messages number rows from 1 (and CSV lines too). Raises `ValueError`
+    naming the file and the problem: a missing file, another extension, a
+    truncated or corrupted file, a non-numeric or empty cell, ragged rows,
+    an empty file, or rows with NaN or Inf or values beyond float32's range.
 
     `allow_missing=True` (for imputation) reads empty CSV cells as NaN and
     lets NaN through as a missing entry; Inf is still refused.
@@ -130,19 +355,12 @@ def load_array(path, allow_missing=False):
         raise ValueError(f"No such file: {path}")
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npy":
-        try:
-            x = np.load(path, allow_pickle=False)
-        except ValueError as err:
-            raise ValueError(f"{path}: not a numeric .npy array ({err})") from None
-        if not np.issubdtype(x.dtype, np.number):
-            raise ValueError(f"{path}: not numeric (dtype {x.dtype})")
+        x, lines = _load_npy(path), None
     elif ext == ".csv":
-        x, first_line = _read_csv(path, allow_missing)
+        x, lines = _read_csv(path, allow_missing)
     else:
         raise ValueError(f"{path}: expected a .npy or .csv file")
-    if x.ndim < 2 or len(x) == 0:
-        raise ValueError(f"{path}: expected rows of examples, got shape {x.shape}")
-    _check_finite_rows(x, path, first_line if ext == ".csv" else None, allow_missing)
+    _check_finite_rows(x, path, lines, allow_missing)
     return x.astype(np.float32)
 
 

@@ -7,6 +7,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from tfflows import files
 from tfflows.export.saved_model import ExportError, _max_diff, publish
 
 __all__ = ["onnx", "convert_signature", "ONNX_SIGNATURES", "ONNX_ATOL", "ONNX_RTOL"]
@@ -92,18 +93,17 @@ def onnx(saved_model_dir, path, probe=None, atol=ONNX_ATOL, rtol=ONNX_RTOL):
       `{signature: (onnx path, max difference beyond rtol * |value|)}`.
 
     Raises:
-      ValueError: missing SavedModel or `path` is a file.
+      ValueError: a missing, incomplete or corrupted SavedModel (the message
+        names the file), or `path` is a file.
       ExportError: a conversion fails, onnxruntime rejects a model, or an
         output differs from the SavedModel.
     """
     import onnxruntime
 
     saved_model_dir, path = os.fspath(saved_model_dir), os.fspath(path)
-    if not os.path.exists(os.path.join(saved_model_dir, "saved_model.pb")):
-        raise ValueError(f"No SavedModel in {saved_model_dir!r}")
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"path must be a folder; {path!r} is a file")
-    loaded = tf.saved_model.load(saved_model_dir)
+    loaded = files.load_saved_model(saved_model_dir)
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".onnx-", dir=parent)

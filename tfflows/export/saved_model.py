@@ -55,10 +55,13 @@ def check_saved_model(flow, path, probe=None, atol=LOG_PROB_ATOL):
     Returns `{signature: max abs difference beyond 1e-6 relative}`; raises
     `ExportError` naming the first signature that differs by more than
     `atol + 1e-6 * |value|` (or whose sampling is not reproducible for a
-    fixed seed).
+    fixed seed), and a `ValueError` naming a missing, incomplete or corrupted
+    SavedModel folder (`tfflows.files.load_saved_model`).
     """
+    from tfflows import files
+
     probe = probe_inputs(flow) if probe is None else probe
-    loaded = tf.saved_model.load(path)
+    loaded = files.load_saved_model(path)
     context = probe.get("context")
     ctx = {} if context is None else {"context": tf.constant(context)}
     x, z = tf.constant(probe["x"]), tf.constant(probe["z"])
