@@ -160,3 +160,26 @@ def test_arguments_are_checked(moons):
     with pytest.raises(ValueError, match="not both"):
         tff.callbacks.FlowHealth({"x": moons[:4], "context": moons[:4]},
                                  context=moons[:4])
+
+
+def test_conditional_and_image_flows_are_probed():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    cflow = tff.models.maf(event_dim=3, num_layers=2, hidden_units=(8, 8),
+                           context_dim=2)
+    cflow.compile(optimizer="adam")
+    probe = {"x": rng.standard_normal((16, 3)).astype("float32"),
+             "context": rng.standard_normal((16, 2)).astype("float32")}
+    health = tff.callbacks.FlowHealth(probe)
+    health.set_model(cflow)
+    record = health.measure()
+    assert record["nonfinite"] is None and record["round_trip_error"] < 1e-5
+    glow = tff.models.glow(image_shape=(8, 8, 1), levels=2, steps_per_level=1,
+                           hidden_channels=8, num_bins=17)
+    glow.compile(optimizer="adam", jit_compile=False)
+    pixels = rng.integers(0, 17, (8, 8, 8, 1)).astype("float32") / 17
+    health = tff.callbacks.FlowHealth(pixels, every_n_steps=None)
+    glow.fit(pixels, batch_size=4, epochs=1, verbose=0, callbacks=[health])
+    assert health.records[-1]["nonfinite"] is None
+    assert health.records[-1]["round_trip_error"] < 1e-4
+    assert health.records[-1]["max_abs_log_det"] > 0  # the logit's, at least
