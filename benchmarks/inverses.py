@@ -181,7 +181,8 @@ def round_trip_bound(flow, x, context=None, unit_roundoff=2.0**-24):
     for layer, make in steps:
         out = make().inverse(h)
         a, b, c = local_error_constants(layer)
-        local = a * _max_abs(h) + b * _max_abs(out) + c
+        with np.errstate(invalid="ignore"):  # 0 * Inf in rows already lost
+            local = a * _max_abs(h) + b * _max_abs(out) + c
         finite = np.all(np.isfinite(prefix.reshape(rows, -1)), axis=1)
         norms = np.full(rows, np.nan)  # rows already non-finite stay NaN
         if finite.any():
@@ -213,13 +214,24 @@ def away_from(x, distances, seed=0):
 DISTANCES = (0, 1, 2, 5, 10, 20, 50, 100)
 
 
+def _moons_flow():
+    import tfflows as tff
+    return tff.models.realnvp(event_dim=2, num_layers=8, hidden_units=(128, 128))
+
+
+def _digits_flow():
+    import tfflows as tff
+    return tff.models.glow(image_shape=(8, 8, 1), levels=2, steps_per_level=4,
+                           hidden_channels=64, num_bins=tff.data.DIGITS_NUM_BINS)
+
+
 def _train_moons():
     """RealNVP on two moons, as notebook 01 (full run)."""
     import keras
     import tfflows as tff
     keras.utils.set_random_seed(0)
     x_train, x_val, x_test = tff.data.split(tff.data.two_moons(8192))
-    flow = tff.models.realnvp(event_dim=2, num_layers=8, hidden_units=(128, 128))
+    flow = _moons_flow()
     flow.compile(optimizer=keras.optimizers.Adam(1e-3, global_clipnorm=1.0))
     flow.fit(x_train, batch_size=256, epochs=40, validation_data=x_val, verbose=0)
     return flow, x_train, x_test
@@ -231,11 +243,26 @@ def _train_digits():
     import tfflows as tff
     keras.utils.set_random_seed(0)
     x_train, x_val, x_test = tff.data.split(tff.data.digits())
-    flow = tff.models.glow(image_shape=(8, 8, 1), levels=2, steps_per_level=4,
-                           hidden_channels=64, num_bins=tff.data.DIGITS_NUM_BINS)
+    flow = _digits_flow()
     flow.compile(optimizer=keras.optimizers.Adam(1e-3, global_clipnorm=1.0))
     flow.fit(x_train, batch_size=64, epochs=120, validation_data=x_val, verbose=0)
     return flow, x_train, x_test
+
+
+def float64_copy(flow, build):
+    """`build()`'s flow under Keras's float64 policy, with `flow`'s weights:
+    the same map computed with unit roundoff 2^-53 instead of 2^-24."""
+    import keras
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float64")
+    try:
+        copy = build()
+    finally:
+        keras.config.set_dtype_policy(policy)
+    for target, source in zip(copy.weights, flow.weights):
+        target.assign(np.asarray(source).astype(target.dtype))
+    copy.check_inputs = False
+    return copy
 
 
 def digit_families(flow, x_test, seed=0):
@@ -268,11 +295,12 @@ def _logit_distance(flow, batch, reference, sigma):
     return float(np.median(nearest) / sigma)
 
 
-def measure(flow, x_test, rows=64, image=False):
+def measure(flow, x_test, rows=64, image=False, flow64=None):
     """One dict per input family: `name`, `distance` (r, in the data's
     sigma), per-row `error`, `bound` and `jacobian` (the decode
-    Jacobian's largest norm), and `latent` (`encode(decode(z))` errors for
-    base draws moved r away; None for noise images)."""
+    Jacobian's largest norm), `latent` (`encode(decode(z))` errors for
+    base draws moved r away; None for noise images) and `error64` (the
+    round trip of `flow64`, the same weights in float64, if given)."""
     x = x_test[:rows]
     if image:
         families, sigma = digit_families(flow, x)
@@ -293,7 +321,10 @@ def measure(flow, x_test, rows=64, image=False):
             name=name, distance=distance, error=round_trip(flow, batch),
             bound=bound, jacobian=jacobian,
             latent=(round_trip(flow, away_from(z, [distance])[0], latent=True)
-                    if moved else None)))
+                    if moved else None),
+            error64=(None if flow64 is None else _max_abs(np.asarray(
+                flow64.decode(flow64.encode(batch.astype(np.float64))))
+                - batch.astype(np.float64)))))
     return results
 
 
@@ -305,12 +336,13 @@ def _max(values):
 def report(title, results):
     """The table `main` prints."""
     lines = [title, f"{'inputs':>14} {'r':>6} {'max error':>10} {'max bound':>10} "
-             f"{'max |P|':>10} {'latent':>10} {'non-finite':>10}"]
+             f"{'max |P|':>10} {'latent':>10} {'non-finite':>10} {'float64':>10}"]
     for r in results:
         latent = np.nan if r["latent"] is None else _max(r["latent"])
         lines.append(f"{r['name']:>14} {r['distance']:6.1f} {_max(r['error']):10.2e} "
                      f"{_max(r['bound']):10.2e} {_max(r['jacobian']):10.2e} "
-                     f"{latent:10.2e} {int(np.isnan(r['error']).sum()):>10}")
+                     f"{latent:10.2e} {int(np.isnan(r['error']).sum()):>10} "
+                     f"{np.nan if r['error64'] is None else _max(r['error64']):10.2e}")
     return "\n".join(lines)
 
 
@@ -338,10 +370,11 @@ def main(path=os.path.join("colab", "figures", "exploding_inverses.png"),
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     for ax, (title, train, image) in zip(axes, (
-            ("RealNVP, two moons (notebook 01)", _train_moons, False),
-            ("Glow, digits (notebook 02)", _train_digits, True))):
-        flow, _, x_test = _trained(train, cache)
-        results = measure(flow, x_test, image=image)
+            ("RealNVP, two moons (notebook 01)", (_train_moons, _moons_flow), False),
+            ("Glow, digits (notebook 02)", (_train_digits, _digits_flow), True))):
+        flow, _, x_test = _trained(train[0], cache)
+        results = measure(flow, x_test, image=image,
+                          flow64=float64_copy(flow, train[1]))
         print(report(title, results), flush=True)
         moved = [r for r in results if r["latent"] is not None]
         d = np.array([max(r["distance"], 0.5) for r in moved])
@@ -351,6 +384,9 @@ def main(path=os.path.join("colab", "figures", "exploding_inverses.png"),
                 label="its first-order bound (clamps, Jacobians)")
         ax.plot(d, [_max(r["latent"]) for r in moved], "s:",
                 label="max |encode(decode(z)) − z|, z moved r σ")
+        ax.plot(d, [_max(r["error64"]) for r in moved], "o-", color="C0",
+                alpha=0.4, markersize=3, lw=0.8,
+                label="max |decode(encode(x)) − x|, same weights in float64")
         for i, r in enumerate(x for x in results if x["latent"] is None):
             ax.scatter([r["distance"]], [_max(r["error"])], marker="xP"[i % 2],
                        s=60, color=f"C{3 + i}", zorder=3,
@@ -364,10 +400,11 @@ def main(path=os.path.join("colab", "figures", "exploding_inverses.png"),
         ax.set_yscale("log")
         ax.set_xlabel("distance r from the data, in the data's σ (0 drawn at 0.5)"
                       + ("; logit space" if image else ""), fontsize=9)
-        ax.set_ylabel("round-trip error, float32")
+        ax.set_ylabel("round-trip error (float32 unless said)")
         ax.set_title(title, fontsize=10)
         ax.axhline(2.0**-24, color="gray", lw=0.6)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.axhline(2.0**-53, color="gray", lw=0.6, ls=":")
+        ax.legend(fontsize=6.5, loc="upper left" if image else "lower right")
     plt.tight_layout()
     plt.savefig(path, dpi=110)
     print("wrote", path)

@@ -170,6 +170,10 @@ class FlowHealth(keras.callbacks.Callback):
         """Runs the probe now; returns the record it adds to `records`."""
         if self._function is None or self._function_model is not self.model:
             self._function = tf.function(self._diagnose, autograph=False)
+            # Traced once per flow; TF's frequent-retracing warning counts
+            # traces per code object, so every FlowHealth of a process
+            # would look like one function retracing (as in flow.py).
+            self._function._omit_frequent_tracing_warning = True
             self._function_model = self.model
             self._tensors = self._probe_tensors()
         x, context = self._tensors
