@@ -2,6 +2,7 @@
 
     import tfflows as tff
     tff.bijectors.AffineCoupling   # TFP bijectors
+    tff.callbacks.FlowHealth       # numerical health while training
     tff.nn.MADE                    # Keras 3 conditioner networks
     tff.testing                    # the bijector contract, for your own bijectors
     tff.data                       # embedded datasets and loaders
@@ -21,6 +22,7 @@ from tfflows import layers
 from tfflows import objectives
 from tfflows.flow import Flow
 from tfflows import models
+from tfflows import callbacks
 from tfflows import export
 from tfflows import testing
 from tfflows import train
@@ -31,4 +33,4 @@ from tfflows import ood
 
 __version__ = "0.1.0"
 
-__all__ = ["Flow", "bijectors", "data", "distributions", "export", "imputation", "latent", "layers", "models", "nn", "objectives", "ood", "testing", "train", "vi", "__version__"]
+__all__ = ["Flow", "bijectors", "callbacks", "data", "distributions", "export", "imputation", "latent", "layers", "models", "nn", "objectives", "ood", "testing", "train", "vi", "__version__"]

@@ -22,12 +22,20 @@ def radial_alpha_beta(alpha_raw, beta_raw):
 
 
 def _norm(d):
-    """`‖d‖` over the last axis, with a zero (not NaN) gradient at `d = 0`."""
-    square = tf.reduce_sum(d * d, axis=-1)
+    """`‖d‖` over the last axis, with a zero (not NaN) gradient at `d = 0`.
+
+    Computed as `m ‖d / m‖` with `m = max|d_i|`, so the squares cannot
+    overflow: finite for every finite `d` whose norm is representable (a
+    plain sum of squares is Inf from |d| ~ 1e19 in float32, and the
+    inverse's root then NaN)."""
+    scale = tf.reduce_max(tf.abs(d), axis=-1, keepdims=True)
+    safe_scale = tf.where(scale > 0, scale, tf.ones_like(scale))
+    unit = d / safe_scale
+    square = tf.reduce_sum(unit * unit, axis=-1)
     positive = square > 0
     one = tf.ones_like(square)
-    return tf.where(positive, tf.sqrt(tf.where(positive, square, one)),
-                    tf.zeros_like(square))
+    return tf.where(positive, safe_scale[..., 0] * tf.sqrt(
+        tf.where(positive, square, one)), tf.zeros_like(square))
 
 
 def _log_det(r, alpha, sigma, size):
