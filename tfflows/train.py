@@ -157,17 +157,12 @@ def distributed_fit(flow, dataset, strategy, epochs, checkpoint_dir,
                                   stateful_metrics=names)
         totals = np.zeros(len(names))
         count, seen = 0.0, 0
-        batches = iter(dist_dataset) if iterator is None else None
+        batches = iter(dist_dataset) if iterator is None else iterator
         while steps_per_epoch is None or seen < steps_per_epoch:
             try:
-                batch = next(batches if iterator is None else iterator)
-            except StopIteration:
-                if iterator is None:
-                    break
-                if seen == 0:
-                    raise ValueError("dataset yields no batches")
-                iterator = iter(dist_dataset)
-                continue
+                batch = next(batches)
+            except StopIteration:  # the end of an epoch's own iterator
+                break
             sums, n = step(batch)
             totals += np.array([float(s) for s in sums])
             count += float(n)
@@ -240,31 +235,38 @@ def _average_across_replicas(strategy, variables):
         v.assign(value)
 
 
+def _stream(dist_dataset):
+    """The batches of `dist_dataset` without end: a new iterator whenever
+    one runs out (an error if a new one yields nothing)."""
+    while True:
+        empty = True
+        for batch in dist_dataset:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("dataset yields no batches")
+
+
 def _skip_done_epochs(dist_dataset, epochs, steps_per_epoch):
     """Brings `dist_dataset` to where an uninterrupted run would have it
-    after `epochs` epochs; returns the iterator kept across epochs (None if
-    each epoch makes its own).
+    after `epochs` epochs; returns the batch stream kept across epochs when
+    `steps_per_epoch` is set (else None: each epoch makes its own iterator).
 
     A dataset that reshuffles (`shuffle(..., reshuffle_each_iteration=True)`,
     seeded or after `tf.random.set_seed`) draws each new iterator's order
     from a generator that its previous iterators advanced; a resumed run
-    makes and drops one iterator per completed epoch so its next epoch gets
-    the order the uninterrupted run's got. With `steps_per_epoch` (one
-    iterator across epochs) the completed epochs' batches are read and
-    dropped.
+    makes and drops one iterator per completed epoch, so its next epoch gets
+    the order the uninterrupted run's got. With `steps_per_epoch` the
+    completed epochs' batches are read and dropped.
     """
     if not steps_per_epoch:
         for _ in range(epochs):
             iter(dist_dataset)  # advances the dataset's seed generators
         return None
-    iterator = iter(dist_dataset)
+    stream = _stream(dist_dataset)
     for _ in range(epochs * steps_per_epoch):
-        try:
-            next(iterator)
-        except StopIteration:
-            iterator = iter(dist_dataset)
-            next(iterator)
-    return iterator
+        next(stream)
+    return stream
 
 
 def _make_step(flow, strategy, element_spec, noise_seed=None):
