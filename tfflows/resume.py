@@ -64,6 +64,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfflows.staging import fsync
+
 __all__ = ["BackupAndRestore", "FitPosition", "with_position"]
 
 _PROGRESS = "tfflows_progress"  # attribute of the weights file's root group
@@ -264,7 +266,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         self.model.save_weights(pending, overwrite=True)
         with h5py.File(pending, "r+") as f:
             f.attrs[_PROGRESS] = json.dumps(progress)
-        _fsync(pending)
+        fsync(pending)
         if self.double_checkpoint and os.path.exists(self._weights_path):
             _copy(self._weights_path, self._prev_weights_path)
             if os.path.exists(self._training_metadata_path):
@@ -273,7 +275,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         os.replace(pending, self._weights_path)
         _write(self._training_metadata_path, json.dumps(
             {"epoch": self._current_epoch, "batch": self._last_batch_seen}))
-        _fsync(self.backup_dir)
+        fsync(self.backup_dir)
 
     def on_train_end(self, logs=None):
         super().on_train_end(logs)
@@ -300,21 +302,10 @@ def _set_metric_values(model, values):
             variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
-def _fsync(path):
-    flags = os.O_RDONLY
-    if os.path.isdir(path):
-        flags |= getattr(os, "O_DIRECTORY", 0)
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _copy(source, target):
     pending = target + ".pending"
     shutil.copyfile(source, pending)
-    _fsync(pending)
+    fsync(pending)
     os.replace(pending, target)
 
 
