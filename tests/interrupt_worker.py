@@ -1,8 +1,10 @@
-"""A training run that tests/test_interrupt.py kills and starts again.
+"""Runs that tests/test_interrupt.py kills (and starts again).
 
     python tests/interrupt_worker.py fit|distributed STATE_DIR OUT [--images]
+    python tests/interrupt_worker.py export|pipeline MODEL.keras TARGET
 
-Trains a small flow with `keras.utils.set_random_seed(7)` for `EPOCHS`
+Training: 
+trains a small flow with `keras.utils.set_random_seed(7)` for `EPOCHS`
 epochs: `fit` with `keras.callbacks.BackupAndRestore(STATE_DIR,
 save_freq=8)`, or `tff.train.distributed_fit` (default strategy, a
 reshuffling dataset) with `checkpoint_dir=STATE_DIR`. After every epoch it
@@ -10,6 +12,10 @@ writes the epoch's logs to OUT.curve.json (a dict by epoch, so an epoch run
 again after a kill is written over, not appended), at the end the weights
 to OUT.npz. Each training step sleeps a little, so a test can kill the run
 in the middle of an epoch.
+
+Exports: loads MODEL.keras, prints "ready", then exports it again and again
+(`tff.export.saved_model(flow, TARGET)` or `pipeline.run(MODEL, TARGET)`),
+printing "exported" after each, until killed.
 """
 
 import json
@@ -93,5 +99,21 @@ def main(mode, state_dir, out, images):
              iterations=flow.optimizer.iterations.numpy())
 
 
+def export_forever(mode, model, target):
+    from tfflows import files
+    from tfflows.export import pipeline
+
+    flow = files.load_flow(model)
+    print("ready", flush=True)
+    while True:
+        if mode == "export":
+            tff.export.saved_model(flow, target)
+        else:
+            pipeline.run(model, target)
+        print("exported", flush=True)
+
+
 if __name__ == "__main__":
+    if sys.argv[1] in ("export", "pipeline"):
+        export_forever(*sys.argv[1:4])
     main(sys.argv[1], sys.argv[2], sys.argv[3], "--images" in sys.argv[4:])
