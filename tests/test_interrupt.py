@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import h5py
@@ -250,25 +251,44 @@ def _check_versions(base, known, killed_pid):
     return new, leftovers
 
 
-def _kill_at(procs, delays):
-    """SIGKILLs each process `delay` seconds after it says "ready"; returns
-    how many exports each finished."""
-    ready = []
-    for proc in procs:
-        line = proc.stdout.readline().strip()
-        assert line == "ready", proc.stderr.read()[-3000:]
-        ready.append(time.time())
-    for i in sorted(range(len(procs)), key=lambda i: ready[i] + delays[i]):
-        time.sleep(max(0.0, ready[i] + delays[i] - time.time()))
+def _kill_in_second_export(procs, rng):
+    """SIGKILLs each process at a random moment of its second export: after
+    its first "exported" line by a uniform fraction (0 to 1.1) of the time
+    its first export took. Returns the fractions and how many exports each
+    finished."""
+    lines = [[] for _ in procs]
+
+    def read(proc, seen):
+        for line in proc.stdout:
+            seen.append((time.time(), line.strip()))
+
+    readers = [threading.Thread(target=read, args=(p, l), daemon=True)
+               for p, l in zip(procs, lines)]
+    for reader in readers:
+        reader.start()
+    first = lambda seen: [t for t, line in seen if line in ("ready", "exported")][:2]
+    deadline = time.time() + 240
+    while not all(len(first(seen)) == 2 for seen in lines):
+        for proc in procs:
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() < deadline, "no export finished"
+        time.sleep(0.01)
+    fractions = rng.uniform(0.0, 1.1, len(procs))
+    kills = [t1 + f * (t1 - t0) for (t0, t1), f in zip(map(first, lines), fractions)]
+    for i in np.argsort(kills):
+        time.sleep(max(0.0, kills[i] - time.time()))
         procs[i].send_signal(signal.SIGKILL)
-    done = [proc.communicate(timeout=60)[0].count("exported") for proc in procs]
-    assert all(proc.returncode == -signal.SIGKILL for proc in procs)
-    return done
+    for proc, reader in zip(procs, readers):
+        proc.wait(timeout=60)
+        reader.join(timeout=60)
+        assert proc.returncode == -signal.SIGKILL
+    return fractions, [sum(line == "exported" for _, line in seen) for seen in lines]
 
 
 def test_exports_killed_at_random_moments_leave_whole_versions(tmp_path):
     """Five SavedModel exports and a pipeline export (SavedModel + ONNX),
-    each SIGKILLed at a random moment, two at a time."""
+    each SIGKILLed at a random moment of the second export of its process
+    (the first one completes: a new version to check), two at a time."""
     import keras
 
     import tfflows as tff
@@ -280,9 +300,6 @@ def test_exports_killed_at_random_moments_leave_whole_versions(tmp_path):
     model = str(tmp_path / "flow.keras")
     flow.save(model)
     lanes = [tmp_path / "a", tmp_path / "b"]
-    start = time.time()
-    tff.export.saved_model(flow, lanes[0] / "m")
-    seconds = time.time() - start  # one export, tracing included
     tff.export.saved_model(flow, lanes[0] / "m")
     pipeline.run(model, lanes[0] / "p")
     shutil.copytree(lanes[0], lanes[1])
@@ -297,13 +314,9 @@ def test_exports_killed_at_random_moments_leave_whole_versions(tmp_path):
         targets = ["m" if kind == "export" else "p" for kind in kinds]
         procs = [_start(WORKER, kind, model, str(lane / target), stdout=subprocess.PIPE)
                  for kind, lane, target in zip(kinds, lanes, targets)]
-        # Over about the first export or two of each process (two at a
-        # time, an export takes longer than the one timed here).
-        delays = [rng.uniform(0.0, seconds * (2.0 if kind == "export" else 5.0))
-                  for kind in kinds]
-        finished = _kill_at(procs, delays)
-        for kind, target, lane, proc, delay, done in zip(
-                kinds, targets, lanes, procs, delays, finished):
+        fractions, finished = _kill_in_second_export(procs, rng)
+        for kind, target, lane, proc, fraction, done in zip(
+                kinds, targets, lanes, procs, fractions, finished):
             base = lane / target
             if kind == "pipeline":
                 base = base / "models" / "flow"
@@ -317,19 +330,19 @@ def test_exports_killed_at_random_moments_leave_whole_versions(tmp_path):
                 assert sorted(os.listdir(lane / target / "onnx" / "flow")) == [
                     "decode.onnx", "encode.onnx", "log_prob.onnx"]
                 leftovers += left
-            outcomes.append((kind, round(float(delay), 2), done, new, len(leftovers)))
-    print("kills (kind, delay s, exports finished, new versions, staging left):",
-          outcomes)
+            outcomes.append((kind, round(float(fraction), 2), done, new, len(leftovers)))
+    print("kills (kind, moment in the 2nd export as a fraction of the 1st's "
+          "duration, exports finished, new versions, staging left):", outcomes)
     assert any(o[4] for o in outcomes), "no kill landed inside an export"
 
     # The next export removes what the killed ones left, and numbers on (the
     # pipeline's staging beside its out_dir is cleared the same way).
-    for lane in lanes:
-        path = tff.export.saved_model(flow, lane / "m")
-        assert all(n.isdigit() for n in os.listdir(lane / "m"))
-        assert int(os.path.basename(path)) == max(int(v) for v in known[lane]["m"]) + 1
+    lane = lanes[0]
+    path = tff.export.saved_model(flow, lane / "m")
+    assert all(n.isdigit() for n in os.listdir(lane / "m"))
+    assert int(os.path.basename(path)) == max(int(v) for v in known[lane]["m"]) + 1
     left = [str(lanes[1] / n) for n in os.listdir(lanes[1]) if n.startswith(".")]
-    assert staging.stale(str(lanes[1]), ".export-") == sorted(left)
+    assert left and staging.stale(str(lanes[1]), ".export-") == sorted(left)
 
 
 # -- tfflows train -------------------------------------------------------------
@@ -347,16 +360,15 @@ def test_train_killed_leaves_no_out_a_second_run_takes_for_finished(tmp_path, ca
     out = tmp_path / "out"
     staging = lambda: [n for n in os.listdir(tmp_path) if n.startswith(".tfflows-")]
 
-    # Killed while training: no --out; the next run clears the staging folder.
+    # Killed while training: no --out; the next run clears the staging folder
+    # (it holds no model yet).
     proc = _train(out, "--epochs", "100", "--no-export")
     _wait_for(staging, proc, what="the run's staging folder")
     time.sleep(1.0)
     _kill(proc)
     assert not out.exists() and len(staging()) == 1
-    assert cli.main(["train", "--epochs", "1", "--num-layers", "2", "--no-export",
-                     "--out", str(out)]) == 0
-    assert sorted(os.listdir(out)) == RUN_FILES and staging() == []
-    shutil.rmtree(out)
+    cli._prepare_out(str(out), False, None)  # what the next run does first
+    assert staging() == []
 
     # Killed while exporting: --out holds the trained run and the marker; the
     # export never left a partial serving/ folder.
