@@ -412,3 +412,23 @@ def test_train_interrupted_during_export_keeps_the_run_and_says_so(tmp_path, cap
     assert cli.main(["train", "--epochs", "1", "--num-layers", "2", "--out", str(out),
                      "--no-export", "--overwrite"]) == 0
     assert sorted(os.listdir(out)) == RUN_FILES
+
+
+def test_a_killed_runs_saved_model_is_kept_and_named(tmp_path, capsys):
+    # Killed between saving the model and renaming the run into --out: the
+    # next run removes the empty staging folders, not that one.
+    from tfflows import cli, staging
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = staging.owner(os.path.basename(staging.make(str(tmp_path), "x-")), "x-")[0]
+    shutil.rmtree(next(tmp_path.glob("x-*")))
+    kept = tmp_path / f".tfflows-{host}-{gone.pid}-aaaaaaaa"
+    empty = tmp_path / f".tfflows-{host}-{gone.pid}-bbbbbbbb"
+    kept.mkdir()
+    empty.mkdir()
+    (kept / "realnvp.keras").write_bytes(b"a trained model")
+    cli._prepare_out(str(tmp_path / "out"), False, None)
+    assert sorted(os.listdir(tmp_path)) == [kept.name]
+    err = capsys.readouterr().err
+    assert str(kept) in err and "holds the model of a run that was killed" in err

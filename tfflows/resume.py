@@ -14,8 +14,10 @@ epoch (`save_freq=N` batches) the resumed run:
 - trains again on the batches the restored weights have already seen;
 - logs for that epoch the mean over the batches after the restart only (the
   metrics' running totals are not saved);
-- restarts NumPy-free `tf.data` randomness (the epoch orders of a reshuffling
-  dataset) at the first epoch's;
+- restarts the per-iteration randomness of `tf.data` pipelines (the epoch
+  orders of a reshuffling dataset, `Flow.fit`'s included until now) at the
+  first epoch's, and TF's stateful random ops (dequantization noise) at the
+  start of their streams;
 - records epoch 0 in the saves it makes before the end of the resumed epoch
   (`_current_epoch` is set only by `on_epoch_end`), so a second interruption
   restarts training from epoch 0 with late weights;
@@ -45,10 +47,10 @@ fit's `FitPosition`:
   (after the weights) for tools that read it; the position is read from the
   weights file.
 
-A run resumed in a new process then ends with the weights and per-epoch
-logs of the uninterrupted run, up to the round-off of a different grouping
-of steps into `steps_per_execution` calls (none on CPU in our tests: equal
-to the bit). On data that is not arrays (a `tf.data.Dataset`, a generator)
+A run resumed in a new process then does the float32 operations of the
+uninterrupted run in the same order and ends with its weights and per-epoch
+logs, equal to the bit on the same machine (tests/test_interrupt.py). On
+data that is not arrays (a `tf.data.Dataset`, a generator)
 the batches of an epoch are the dataset's, which `fit` cannot skip; there a
 run resumes as Keras does, from the start of the saved epoch with the saved
 weights, but the saves are still atomic and record the right epoch.
@@ -264,8 +266,12 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                 metrics=_metric_values(self.model) if in_epoch else None)
         pending = os.path.join(self.backup_dir, ".pending.weights.h5")
         self.model.save_weights(pending, overwrite=True)
+        text = json.dumps(progress)
+        if len(text) > 60_000:  # an HDF5 attribute holds 64 KiB
+            progress["metrics"] = None  # (large compiled metrics): not exact
+            text = json.dumps(progress)
         with h5py.File(pending, "r+") as f:
-            f.attrs[_PROGRESS] = json.dumps(progress)
+            f.attrs[_PROGRESS] = text
         fsync(pending)
         if self.double_checkpoint and os.path.exists(self._weights_path):
             _copy(self._weights_path, self._prev_weights_path)
