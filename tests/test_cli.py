@@ -237,6 +237,9 @@ def test_impute_warns_of_unconverged_rows_numbered_from_one(moons_run, tmp_path,
 
     def unconverged(self, x, **kwargs):  # row 2 (index 1) did not mix
         draws, info = impute(self, x, **kwargs)
+        # The others did: 8 draws of 2 chains after 20 steps may not have,
+        # whichever way two epochs of training happened to go.
+        info.r_hat[np.isfinite(info.r_hat)] = 1.0
         info.r_hat[1] = 1.7
         return draws, info
 

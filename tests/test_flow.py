@@ -376,9 +376,14 @@ def test_epoch_batches_cover_every_row_once_with_a_short_last_batch():
     from tfflows.flow import _epoch_shuffled
     keras.utils.set_random_seed(3)
     x = {"x": np.arange(10, dtype="float32")[:, None], "context": np.arange(10.)[:, None]}
-    dataset = _epoch_shuffled(x, 4)
-    epochs = [[{k: v.numpy()[:, 0] for k, v in batch.items()} for batch in dataset]
-              for _ in range(3)]
+    position = tf.Variable([3, 0, 0], dtype=tf.int64)  # seed, epoch, skip
+    dataset = _epoch_shuffled(x, 4, position)
+
+    def epoch(i, skip=0):
+        position.assign([3, i, skip])
+        return [{k: v.numpy()[:, 0] for k, v in batch.items()} for batch in dataset]
+
+    epochs = [epoch(i) for i in range(3)]
     for batches in epochs:
         assert [len(b["x"]) for b in batches] == [4, 4, 2]
         rows = np.concatenate([b["x"] for b in batches])
@@ -386,6 +391,12 @@ def test_epoch_batches_cover_every_row_once_with_a_short_last_batch():
         np.testing.assert_array_equal(rows, np.concatenate([b["context"] for b in batches]))
     orders = {tuple(np.concatenate([b["x"] for b in batches])) for batches in epochs}
     assert len(orders) == 3
+    # An epoch's order depends on (seed, epoch) only; `skip` leaves out the
+    # first batches (a resumed epoch), the short one included at the end.
+    again = epoch(1)
+    for a, b in zip(again, epochs[1]):
+        np.testing.assert_array_equal(a["x"], b["x"])
+    assert [list(b["x"]) for b in epoch(1, skip=2)] == [list(epochs[1][2]["x"])]
     assert dataset.cardinality() == 3  # Keras reads it (else: "ran out of data")
     # No autotuning thread: deleting its iterator held up one fit call in three.
     assert dataset.options().autotune.enabled is False

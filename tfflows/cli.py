@@ -13,7 +13,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 
 from tfflows_cli import BUILTIN_DATA, CommandError, main
 
@@ -87,10 +86,53 @@ def _plots(flow, history, x_val, num_bins, out):
                          os.path.join(out, "samples.png"))
 
 
+# A run's files are written to a staging folder beside --out
+# (`.tfflows-<host>-<pid>-<random>`) and renamed to --out once the model,
+# metrics and plots are complete; the export then writes --out/serving (its
+# own staging, one rename) while this marker in --out says it is under way.
+STAGING = ".tfflows-"
+REPLACED = ".tfflows-old-"
+EXPORT_PENDING = ".export-pending"
+
+
+def _export_hint(out):
+    models = sorted(n for n in os.listdir(out) if n.endswith(".keras"))
+    model = os.path.join(out, models[0] if models else "MODEL.keras")
+    return f"`tfflows export {model} --out {os.path.join(out, 'serving')}`"
+
+
+def _export_pending(out):
+    """Whether `out` holds a run whose export was interrupted."""
+    return (os.path.exists(os.path.join(out, EXPORT_PENDING))
+            and not os.path.exists(os.path.join(out, "serving", "export.json")))
+
+
+def _clean_stale_staging(parent):
+    """Removes what runs killed on this host left beside their --out: staging
+    folders without a saved model (killed while training) and replaced runs
+    (their --overwrite was under way). A staging folder that holds a saved
+    model is kept, and said, not thrown away."""
+    from tfflows import staging
+
+    staging.remove_stale(parent, REPLACED)
+    for path in staging.stale(parent, STAGING):
+        if any(n.endswith(".keras") for n in os.listdir(path)):
+            print(f"tfflows: note: {path} holds the model of a run that was killed "
+                  "before it finished; move out what you need and delete it",
+                  file=sys.stderr)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _prepare_out(out, overwrite, data_path):
     """Refuses an --out that would lose something; returns its parent."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise CommandError(f"--out {out} is a file, not a folder")
+    if os.path.isdir(out) and _export_pending(out) and not overwrite:
+        raise CommandError(
+            f"--out {out} holds a trained model whose export did not finish (the "
+            f"run was interrupted); finish it with {_export_hint(out)}, or pass "
+            "--overwrite to train again")
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
         raise CommandError(f"--out {out} exists and is not empty; pass --overwrite "
                            "to replace it")
@@ -103,19 +145,49 @@ def _prepare_out(out, overwrite, data_path):
     if os.path.exists(parent) and not os.path.isdir(parent):
         raise CommandError(f"Cannot write --out {out}: {parent} is a file")
     os.makedirs(parent, exist_ok=True)
+    _clean_stale_staging(parent)
     return parent
 
 
 def _publish_run(staging, out):
-    """Moves a finished run into `out`, replacing what was there."""
+    """Moves a finished run into `out`, replacing what was there (moved aside
+    first, so a kill leaves the old run or the new one under `out`)."""
+    from tfflows import staging as staged
+
+    staged.fsync_tree(staging)
     old = None
     if os.path.exists(out):
         parent = os.path.dirname(os.path.abspath(out))
-        old = tempfile.mkdtemp(prefix=".tfflows-old-", dir=parent)
+        old = staged.make(parent, REPLACED)
         os.replace(out, os.path.join(old, "run"))
     os.replace(staging, out)
+    staged.fsync(os.path.dirname(os.path.abspath(out)))
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _export_run(out, model_path, name):
+    """Exports a published run into `out/serving`; returns the error that
+    stopped it (the model is kept), or None. The `EXPORT_PENDING` marker
+    stays in `out` only if the export was killed or interrupted."""
+    from tfflows.export import ExportError, pipeline
+
+    try:
+        pipeline.run(model_path, os.path.join(out, "serving"), name=name)
+    except (ExportError, ValueError, OSError) as err:
+        error = str(err)
+    except KeyboardInterrupt:
+        err = CommandError(f"interrupted during the export; the model, metrics and "
+                           f"plots are kept in {out}: finish with "
+                           f"{_export_hint(out)}")
+        err.exit_code = 130
+        raise err from None
+    except Exception as err:  # a bug in export must not cost the model
+        error = f"{type(err).__name__}: {err}"
+    else:
+        error = None
+    os.remove(os.path.join(out, EXPORT_PENDING))
+    return error
 
 
 def _check_finite_history(history):
@@ -176,14 +248,18 @@ def _metrics(args, flow, history, x, x_train, x_test, num_bins):
 def train(args):
     """Trains; writes the model, metrics, plots and exports into --out.
 
-    Nothing is written when data or training fail. When only the export
-    fails, the model, metrics and plots are kept and the export error is
-    raised after them.
+    Nothing is written when data or training fail, or the run is
+    interrupted (even by SIGKILL) before the model is saved: --out appears,
+    by one rename, only with the model, metrics and plots in it. The export
+    then writes --out/serving; when it fails, the model, metrics and plots
+    are kept and the export error is raised after them. When it is
+    interrupted or killed, --out keeps them with a marker
+    (`EXPORT_PENDING`) that makes a second run with the same --out refuse
+    (unless --overwrite) and say how to finish the export.
     """
     import keras
 
-    from tfflows import data
-    from tfflows.export import ExportError
+    from tfflows import data, staging as staged
 
     x, num_bins = _load_data(args.data, args.seed)
     x_train, x_val, x_test = data.split(x, seed=args.seed)
@@ -199,7 +275,7 @@ def train(args):
     keras.utils.set_random_seed(args.seed)
     flow = _build(args.flow, x, num_bins, args.num_layers)
     flow.compile(optimizer=keras.optimizers.Adam(args.learning_rate, global_clipnorm=1.0))
-    staging = tempfile.mkdtemp(prefix=".tfflows-", dir=parent)
+    staging = staged.make(parent, STAGING)
     export_error = None
     try:
         history = flow.fit(x_train, batch_size=args.batch_size, epochs=args.epochs,
@@ -208,22 +284,21 @@ def train(args):
                            verbose=1 if sys.stdout.isatty() else 2).history
         _check_finite_history(history)
         metrics = _metrics(args, flow, history, x, x_train, x_test, num_bins)
-        model_path = os.path.join(staging, f"{args.flow}.keras")
-        flow.save(model_path)
+        flow.save(os.path.join(staging, f"{args.flow}.keras"))
         with open(os.path.join(staging, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=1)
         _plots(flow, history, x_val, num_bins, staging)
         if not args.no_export:
-            from tfflows.export import pipeline
-            try:
-                pipeline.run(model_path, os.path.join(staging, "serving"), name=args.flow)
-            except (ExportError, ValueError, OSError) as err:
-                export_error = str(err)
-            except Exception as err:  # a bug in export must not cost the model
-                export_error = f"{type(err).__name__}: {err}"
+            with open(os.path.join(staging, EXPORT_PENDING), "w") as f:
+                f.write("The export of this run did not finish (interrupted); "
+                        "run `tfflows export` on the .keras model here, with "
+                        "--out pointing at this folder's serving/.\n")
         _publish_run(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if not args.no_export:
+        export_error = _export_run(out, os.path.join(out, f"{args.flow}.keras"),
+                                   args.flow)
     if num_bins:
         print(f"\n{args.flow} on {args.data}: test {metrics['test_bits_per_dim']:.3f} "
               f"bits/dim (uniform {metrics['test_bits_per_dim_uniform']:.3f})")
@@ -376,6 +451,13 @@ def export(args):
     from tfflows.export import pipeline
 
     summary = pipeline.run(args.model, args.out, name=args.name)
+    # Finishing the export of a `tfflows train` run that was interrupted.
+    run = os.path.dirname(os.path.abspath(args.model))
+    if os.path.abspath(args.out) == os.path.join(run, "serving"):
+        try:
+            os.remove(os.path.join(run, EXPORT_PENDING))
+        except FileNotFoundError:
+            pass
     print(f"SavedModel: {os.path.join(args.out, summary['saved_model'])}")
     for name, info in summary["onnx"].items():
         print(f"ONNX {name}: {os.path.join(args.out, info['path'])} "

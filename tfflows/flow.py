@@ -336,18 +336,24 @@ def _split_tail(x, fraction):
     return take(x, slice(None, cut)), take(x, slice(cut, None))
 
 
-def _epoch_shuffled(x, batch_size):
-    """A dataset of `x`'s rows in a new random order every epoch (iteration).
+def _epoch_shuffled(x, batch_size, position=None):
+    """A dataset of `x`'s rows in a new random order every epoch.
 
-    The seed is drawn from NumPy's global generator, so a run after
-    `keras.utils.set_random_seed` is reproducible and each `fit` call gets
-    its own sequence of orders. Each epoch draws one seed
-    (`Dataset.random`, new on every iteration), shuffles the row indices in
-    one stateless op and cuts them into batches, which are gathered from the
-    whole array (one copy to a tensor), as Keras's array adapter does; the
-    last batch is short if `batch_size` does not divide the rows. (A
-    `Dataset.range(n).shuffle(n)` pipeline costs about 4x more per epoch,
-    element by element, on the cores the training step needs.)
+    The order of an epoch is a function of `(seed, epoch)` only, read from
+    `position` (an int64 variable `[seed, epoch, skip]`, a
+    `tfflows.resume.FitPosition`'s, which `fit` sets at the start of every
+    epoch from the epoch number Keras passes) when the epoch's iterator
+    starts, and the first `skip` batches are left out: a run resumed from a
+    backup in a new process (`tfflows.resume`) sees the batches the
+    uninterrupted run saw. Without `position` the dataset holds the seed
+    drawn from NumPy's global generator (reproducible after
+    `keras.utils.set_random_seed`) and epoch 0's order until `position` is
+    changed. The row indices are shuffled in one stateless op and cut into
+    batches, which are gathered from the whole array (one copy to a
+    tensor), as Keras's array adapter does; the last batch is short if
+    `batch_size` does not divide the rows. (A `Dataset.range(n).shuffle(n)`
+    pipeline costs about 4x more per epoch, element by element, on the
+    cores the training step needs.)
 
     tf.data's autotuning is off for this pipeline: its background thread
     made one `fit` call in three wait 0.3-0.45 s for it when the epoch's
@@ -358,29 +364,40 @@ def _epoch_shuffled(x, batch_size):
     """
     data = tf.nest.map_structure(tf.convert_to_tensor, x)
     n = int(tf.nest.flatten(data)[0].shape[0])
-    seed = int(np.random.randint(0, 2**31 - 1))
+    if position is None:
+        position = tf.Variable([np.random.randint(0, 2**31 - 1), 0, 0],
+                               dtype=tf.int64, trainable=False)
     full, rest = divmod(n, batch_size)
 
-    def batches(epoch_seed):
+    def batches(_):
+        seed, epoch, skip = tf.unstack(position.read_value())
         order = tf.random.experimental.stateless_shuffle(
-            tf.range(n, dtype=tf.int64),
-            seed=tf.stack([epoch_seed, tf.constant(seed, tf.int64)]))
+            tf.range(n, dtype=tf.int64), seed=tf.stack([epoch, seed]))
+        # Sliced, not `Dataset.skip(skip)`: a skip count read from a
+        # variable inside `flat_map` crashes TF 2.21 (segfault at the
+        # iterator's creation).
         out = tf.data.Dataset.from_tensor_slices(
-            tf.reshape(order[:full * batch_size], [full, batch_size]))
+            tf.reshape(order[:full * batch_size], [full, batch_size])[skip:])
         if rest:
             out = out.concatenate(
                 tf.data.Dataset.from_tensors(order[full * batch_size:]))
         return out
 
     gather = lambda i: tf.nest.map_structure(lambda t: tf.gather(t, i), data)
-    # flat_map hides the number of batches; Keras needs it (without it, it
-    # warns "Your input ran out of data" at the end of every epoch).
     options = tf.data.Options()
     options.autotune.enabled = False
-    return (tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-            .take(1).flat_map(batches)
-            .apply(tf.data.experimental.assert_cardinality(full + bool(rest)))
-            .map(gather).prefetch(2).with_options(options))
+    dataset = (tf.data.Dataset.from_tensors(0).flat_map(batches)
+               .map(gather).prefetch(2).with_options(options))
+    # flat_map hides the number of batches; Keras needs it (without it, it
+    # warns "Your input ran out of data" at the end of every epoch and
+    # learns the count from the first epoch). An epoch resumed after its
+    # first `skip` batches is shorter, which `assert_cardinality` would
+    # refuse; Keras's adapter reads only `dataset.cardinality()`
+    # (keras/src/trainers/data_adapters/tf_dataset_adapter.py, num_batches)
+    # and ends a short epoch at its last batch.
+    batches_per_epoch = full + bool(rest)
+    dataset.cardinality = lambda: tf.constant(batches_per_epoch, tf.int64)
+    return dataset
 
 
 @keras.saving.register_keras_serializable(package="tfflows")
@@ -759,6 +776,12 @@ class Flow(keras.Model):
         0.8-1.3 nats of held-out NLL on 36-D and 64-D tables. The order is
         still reproducible for a given seed. `validation_split` takes the
         last rows before shuffling, as in Keras.
+
+        Interrupted runs resume exactly: a `keras.callbacks.BackupAndRestore`
+        in `callbacks` runs as `tfflows.resume.BackupAndRestore`, whose saves
+        are atomic and, on arrays, record the place in the epoch, so a run
+        killed mid-epoch and started again ends with the weights and logs
+        of an uninterrupted run (see `tfflows.resume`).
         """
         if y is not None:
             raise ValueError("Flow.fit takes no targets (y): the negative "
@@ -771,13 +794,21 @@ class Flow(keras.Model):
         if validation_data is not None:
             self._check_fit_data(validation_data, "validation_data", batch_size)
         self.initialize(*first)
+        from tfflows import resume
+
+        position = None
         if _reshufflable(x, kwargs):
             if validation_split:
                 x, validation_data = _split_tail(x, validation_split)
                 validation_split = 0.0
-            x = _epoch_shuffled(x, batch_size or 32)
+            batch_size = batch_size or 32
+            rows = len(next(iter(x.values())) if isinstance(x, dict) else x)
+            position = resume.FitPosition(self, np.random.randint(0, 2**31 - 1),
+                                          -(-rows // batch_size))
+            x = _epoch_shuffled(x, batch_size, position.variable)
             batch_size = None
             kwargs["shuffle"] = False  # the dataset shuffles
+        callbacks = resume.with_position(callbacks, position)
         return super().fit(x, batch_size=batch_size, epochs=epochs,
                            verbose=verbose, callbacks=callbacks,
                            validation_split=validation_split,

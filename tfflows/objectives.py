@@ -75,6 +75,9 @@ class MaximumLikelihood:
         self.num_bins = num_bins
         self.dtype = tf.as_dtype(dtype)
         self.num_dims = int(np.prod(self.event_shape))
+        # Set by training loops whose noise must be a function of their
+        # state (tfflows.resume): a callable returning a stateless seed.
+        self.noise_seed_fn = None
 
     @property
     def metric_names(self):
@@ -93,20 +96,30 @@ class MaximumLikelihood:
         x = tf.cast(tf.convert_to_tensor(x), self.dtype)
         return uniform_dequantize(x, self.num_bins, seed=seed)
 
-    def inputs(self, data):
+    def _batch_seed(self, seed):
+        if seed is None and self.num_bins and self.noise_seed_fn is not None:
+            return self.noise_seed_fn()
+        return seed
+
+    def inputs(self, data, seed=None):
         """A Keras batch (`x`, `{"x", "context"}`, or a tuple of them with
-        targets / weights) as `(x, context)`, `x` dequantized."""
+        targets / weights) as `(x, context)`, `x` dequantized.
+
+        `seed`: a pair for stateless noise; None uses `noise_seed_fn` if a
+        training loop set one, else fresh noise.
+        """
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         x, context = split_inputs(x)
-        return self.dequantize(x), context
+        return self.dequantize(x, seed=self._batch_seed(seed)), context
 
-    def prepare(self, data):
-        """A Keras batch with its pixels dequantized, in the same structure."""
+    def prepare(self, data, seed=None):
+        """A Keras batch with its pixels dequantized, in the same structure
+        (`seed` as in `inputs`)."""
         if not self.num_bins:
             return data
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         pixels, context = split_inputs(x)
-        pixels = self.dequantize(pixels)
+        pixels = self.dequantize(pixels, seed=self._batch_seed(seed))
         x = pixels if context is None else {"x": pixels, "context": context}
         return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
 

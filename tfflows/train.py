@@ -38,8 +38,16 @@ def distributed_fit(flow, dataset, strategy, epochs, checkpoint_dir,
 
     After every epoch the flow, its optimizer and the epoch count are saved
     with `tf.train.CheckpointManager` in `checkpoint_dir`; called again with
-    the same `checkpoint_dir` (e.g. after a worker restarts), training resumes
-    from the latest checkpoint and skips the completed epochs. In multi-worker
+    the same `checkpoint_dir` (e.g. after a worker restarts, or a process
+    killed mid-epoch), training resumes from the latest checkpoint and skips
+    the completed epochs. The resumed run ends with the weights and logs of
+    an uninterrupted one when called with the same arguments: the dataset is
+    brought to the state the completed epochs left it in (a reshuffling
+    dataset gives the next epoch the order it would have had), and image
+    flows draw their dequantization noise from the optimizer's step count
+    and a seed drawn from NumPy's global generator (the same after
+    `keras.utils.set_random_seed`). A kill during a save leaves the
+    previous checkpoint the latest (TF writes the `checkpoint` file last). In multi-worker
     training every worker saves (saving may need collective ops) but only the
     chief writes to `checkpoint_dir`; the others write to a temporary
     directory that is deleted straight away. Every worker restores from
@@ -131,12 +139,17 @@ def distributed_fit(flow, dataset, strategy, epochs, checkpoint_dir,
                                         if tf.as_dtype(v.dtype).is_floating])
 
     dist_dataset = strategy.experimental_distribute_dataset(dataset)
-    step = _make_step(flow, strategy, dist_dataset.element_spec)
+    # Image flows: the noise of a step is a function of this seed and the
+    # optimizer's step count, so a resumed run draws what an uninterrupted
+    # one would have (the same seed after keras.utils.set_random_seed).
+    noise_seed = (int(np.random.randint(0, 2**31 - 1)) if flow.num_bins
+                  else None)
+    step = _make_step(flow, strategy, dist_dataset.element_spec, noise_seed)
 
     if verbose and start:
         print(f"distributed_fit: resuming from {latest} at epoch {start + 1}")
     names = flow.objective.metric_names
-    iterator = iter(dist_dataset) if steps_per_epoch else None
+    iterator = _skip_done_epochs(dist_dataset, start, steps_per_epoch)
     for epoch in range(start, epochs):
         if verbose:
             print(f"Epoch {epoch + 1}/{epochs}")
@@ -144,17 +157,12 @@ def distributed_fit(flow, dataset, strategy, epochs, checkpoint_dir,
                                   stateful_metrics=names)
         totals = np.zeros(len(names))
         count, seen = 0.0, 0
-        batches = iter(dist_dataset) if iterator is None else None
+        batches = iter(dist_dataset) if iterator is None else iterator
         while steps_per_epoch is None or seen < steps_per_epoch:
             try:
-                batch = next(batches if iterator is None else iterator)
-            except StopIteration:
-                if iterator is None:
-                    break
-                if seen == 0:
-                    raise ValueError("dataset yields no batches")
-                iterator = iter(dist_dataset)
-                continue
+                batch = next(batches)
+            except StopIteration:  # the end of an epoch's own iterator
+                break
             sums, n = step(batch)
             totals += np.array([float(s) for s in sums])
             count += float(n)
@@ -227,11 +235,54 @@ def _average_across_replicas(strategy, variables):
         v.assign(value)
 
 
-def _make_step(flow, strategy, element_spec):
+def _stream(dist_dataset):
+    """The batches of `dist_dataset` without end: a new iterator whenever
+    one runs out (an error if a new one yields nothing)."""
+    while True:
+        empty = True
+        for batch in dist_dataset:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("dataset yields no batches")
+
+
+def _skip_done_epochs(dist_dataset, epochs, steps_per_epoch):
+    """Brings `dist_dataset` to where an uninterrupted run would have it
+    after `epochs` epochs; returns the batch stream kept across epochs when
+    `steps_per_epoch` is set (else None: each epoch makes its own iterator).
+
+    A dataset that reshuffles (`shuffle(..., reshuffle_each_iteration=True)`,
+    seeded or after `tf.random.set_seed`) draws each new iterator's order
+    from a generator that its previous iterators advanced; a resumed run
+    makes and drops one iterator per completed epoch, so its next epoch gets
+    the order the uninterrupted run's got. With `steps_per_epoch` the
+    completed epochs' batches are read and dropped.
+    """
+    if not steps_per_epoch:
+        for _ in range(epochs):
+            iter(dist_dataset)  # advances the dataset's seed generators
+        return None
+    stream = _stream(dist_dataset)
+    for _ in range(epochs * steps_per_epoch):
+        next(stream)
+    return stream
+
+
+def _make_step(flow, strategy, element_spec, noise_seed=None):
     objective = flow.objective
 
+    def batch_seed():
+        if noise_seed is None:
+            return None
+        step = tf.cast(flow.optimizer.iterations, tf.int64)
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return tf.random.experimental.stateless_fold_in(
+            tf.stack([tf.constant(noise_seed, tf.int64), step]),
+            tf.cast(replica, tf.int64))
+
     def replica_step(batch):
-        x, context = objective.inputs(batch)
+        x, context = objective.inputs(batch, seed=batch_seed())
         # The true global batch size, so a ragged last batch split unevenly
         # across replicas still weighs every example the same.
         size = tf.cast(tf.shape(x)[0], tf.float32)

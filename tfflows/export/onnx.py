@@ -2,13 +2,13 @@
 
 import os
 import shutil
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
 from tfflows import files
 from tfflows.export.saved_model import ExportError, _max_diff, publish
+from tfflows.staging import make, remove_stale
 
 __all__ = ["onnx", "convert_signature", "ONNX_SIGNATURES", "ONNX_ATOL", "ONNX_RTOL"]
 
@@ -106,14 +106,17 @@ def onnx(saved_model_dir, path, probe=None, atol=ONNX_ATOL, rtol=ONNX_RTOL):
     loaded = files.load_saved_model(saved_model_dir)
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".onnx-", dir=parent)
+    remove_stale(parent, ".onnx-")  # left by killed conversions
+    staging = make(parent, ".onnx-")
+    staged = os.path.join(staging, "onnx")
+    os.mkdir(staged)
     results = {}
     probe = _default_probe(loaded) if probe is None else probe
     try:
         for name in ONNX_SIGNATURES:
             specs = _signature_inputs(loaded, name)
             inputs = {k: np.asarray(probe[k], np.float32) for k in specs}
-            out_file = os.path.join(staging, f"{name}.onnx")
+            out_file = os.path.join(staged, f"{name}.onnx")
             try:
                 convert_signature(saved_model_dir, name, out_file)
                 session = onnxruntime.InferenceSession(
@@ -131,7 +134,7 @@ def onnx(saved_model_dir, path, probe=None, atol=ONNX_ATOL, rtol=ONNX_RTOL):
                                   f"{worst:.3g}, beyond the allowed {atol:g} + "
                                   f"{rtol:g} * |value|")
             results[name] = (os.path.join(path, f"{name}.onnx"), diff)
-        publish(staging, path)
+        publish(staged, path, aside=staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return results

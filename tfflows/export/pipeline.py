@@ -13,7 +13,14 @@ Layout written under `out_dir`:
 An export is all or nothing: everything is built and checked in a staging
 folder beside `out_dir` and moved in only when every check passed, the new
 version folder last (TF Serving serves a version as soon as its folder
-appears). A failed export leaves `out_dir` as it was.
+appears). A failed export leaves `out_dir` as it was. A killed one (SIGKILL)
+leaves the earlier versions untouched and the new version folder either
+absent or complete; when `out_dir` existed, the parts moved in before the
+kill (ONNX models, requests, `models.config`, `export.json`, each replaced
+whole) may be the new export's while its version folder is missing, which
+`export.json`'s `saved_model` path then names. The hidden staging folder a
+killed export leaves beside `out_dir` (`.export-<host>-<pid>-<random>`) is
+removed by the next export there on the same host.
 
 `python export/pipeline.py MODEL.keras OUT` and `tfflows export` run this.
 """
@@ -21,15 +28,16 @@ appears). A failed export leaves `out_dir` as it was.
 import json
 import os
 import shutil
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
 
 from tfflows import files
+from tfflows.staging import fsync, fsync_tree, make, remove_stale
 from tfflows.export.onnx import onnx as export_onnx
-from tfflows.export.saved_model import LOG_PROB_ATOL, _export, next_version, publish
+from tfflows.export.saved_model import (LOG_PROB_ATOL, STAGING_PREFIX, _export,
+                                        next_version, publish)
 from tfflows.export.signatures import SIGNATURES, probe_inputs
 
 __all__ = ["run", "request_inputs", "rest_body", "grpc_body", "models_config"]
@@ -115,7 +123,8 @@ def run(model_path, out_dir, name=None, serving_root="/models"):
     existing = os.path.join(out_dir, model_dir)
     version = next_version(existing) if os.path.isdir(existing) else 1
     version_dir = os.path.join(model_dir, str(version))
-    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    remove_stale(parent, STAGING_PREFIX)  # left by killed exports
+    staging = make(parent, STAGING_PREFIX)
     try:
         # The export's own check gives the parity figures: no second reload.
         _, parity = _export(flow, os.path.join(staging, model_dir), version,
@@ -155,15 +164,18 @@ def _move_in(staging, out_dir, parts, version_dir):
     """Moves a checked export from `staging` into `out_dir`: `parts` replace
     what was there, the new version folder comes last."""
     if not os.path.exists(out_dir):
+        fsync_tree(staging)
         os.replace(staging, out_dir)  # one rename: all or nothing
+        fsync(os.path.dirname(os.path.abspath(out_dir)))
         return
     for part in parts:
         target = os.path.join(out_dir, part)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         if os.path.isdir(target):
-            publish(os.path.join(staging, part), target)
+            publish(os.path.join(staging, part), target, aside=staging)
         else:
+            fsync(os.path.join(staging, part))
             os.replace(os.path.join(staging, part), target)
     target = os.path.join(out_dir, version_dir)
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    os.replace(os.path.join(staging, version_dir), target)
+    publish(os.path.join(staging, version_dir), target, aside=staging)

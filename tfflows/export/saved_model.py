@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tfflows.export.signatures import build_endpoints, probe_inputs
 from tfflows.flow import Flow
+from tfflows.staging import fsync, fsync_tree, make, remove_stale
 
 __all__ = ["saved_model", "check_saved_model", "publish", "next_version", "ExportError"]
 
@@ -24,15 +25,27 @@ class ExportError(RuntimeError):
     """An exported model does not compute what the Keras model computes."""
 
 
-def publish(staged, target):
-    """Moves a checked folder into place, replacing `target` if it exists."""
+STAGING_PREFIX = ".export-"  # hidden: TF Serving reads numeric names only
+
+
+def publish(staged, target, aside):
+    """Moves a complete folder into place, replacing `target` if it exists.
+
+    The old `target` is first renamed into `aside` (a staging folder on the
+    same file system, which the caller removes), so a kill at any moment
+    leaves under `target`'s name the old folder, nothing, or the new one,
+    never a half-deleted or half-written folder.
+    """
+    fsync_tree(staged)
     if os.path.exists(target):
-        shutil.rmtree(target)
+        os.replace(target, os.path.join(tempfile.mkdtemp(dir=aside), "old"))
     os.replace(staged, target)
+    fsync(os.path.dirname(os.path.abspath(target)))
 
 
 def next_version(base_dir):
-    """The next free version number in a TF Serving model folder."""
+    """The next free version number in a TF Serving model folder (hidden
+    staging folders are not versions)."""
     versions = [int(n) for n in os.listdir(base_dir) if re.fullmatch(r"\d+", n)]
     return max(versions, default=0) + 1
 
@@ -106,10 +119,15 @@ def saved_model(flow, base_dir, version=None, overwrite=False, atol=LOG_PROB_ATO
     `serving_default` and `log_prob` (`x` -> `log_prob`), `sample`
     (`num_samples`, `temperature`, `seed` -> `samples`), `encode`
     (`x` -> `z`), `decode` (`z` -> `x`); conditional flows take `context`
-    as well. The model is written to a temporary folder inside `base_dir`,
-    reloaded with `tf.saved_model.load`, checked signature by signature
-    against the Keras flow on a probe batch, and only then renamed into
-    place: a failed export leaves nothing behind.
+    as well. The model is written to a hidden staging folder inside
+    `base_dir` (`.export-<host>-<pid>-<random>`: TF Serving takes only
+    numeric names for versions), reloaded with `tf.saved_model.load`,
+    checked signature by signature against the Keras flow on a probe batch,
+    and only then renamed into place: a failed export leaves nothing behind,
+    and a killed one (SIGKILL, power loss) leaves the earlier versions
+    untouched and either no new version folder or a complete one. The
+    staging folder a killed export leaves is removed by the next export
+    into `base_dir` on the same host.
 
     Args:
       flow: a `tfflows.Flow`.
@@ -149,7 +167,8 @@ def _export(flow, base_dir, version, overwrite, atol):
     if os.path.exists(target) and not overwrite:
         raise ValueError(f"{target} exists; pass overwrite=True or another version")
 
-    staging = tempfile.mkdtemp(prefix=".export-", dir=base_dir)
+    remove_stale(base_dir, STAGING_PREFIX)  # left by killed exports
+    staging = make(base_dir, STAGING_PREFIX)
     try:
         archive = keras.export.ExportArchive()
         archive.track(flow)
@@ -160,7 +179,7 @@ def _export(flow, base_dir, version, overwrite, atol):
         path = os.path.join(staging, "model")
         archive.write_out(path, verbose=False)
         diffs = check_saved_model(flow, path, atol=atol)
-        publish(path, target)
+        publish(path, target, aside=staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target, diffs
