@@ -161,7 +161,7 @@ def test_transformer_arguments_are_checked():
         L.Coupling("affine", spline_bins=4)
     with pytest.raises(ValueError, match=r"transformer must be one of .*'quadratic'"):
         L.MaskedAutoregressive(transformer="quadratic")
-    with pytest.raises(ValueError, match=r"bins must be an integer >= 2\. Received: bins=1"):
+    with pytest.raises(ValueError, match=r"spline_bins must be None or an integer >= 2\. Received: spline_bins=1"):
         tff.models.nsf(3, spline_bins=1)
     with pytest.raises(ValueError, match=r"event_dim >= 2.*event_dim=1"):
         tff.models.nsf(1, coupling=True)
