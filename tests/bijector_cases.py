@@ -403,6 +403,8 @@ CASES = {
     "layer_scale": layer32(lambda **kw: L.Scale(**kw), (3,)),
     "layer_planar": layer32(lambda **kw: L.Planar(**kw), (3,)),
     "layer_radial": layer32(lambda **kw: L.Radial(**kw), (3,)),
+    "layer_continuous": layer32(lambda **kw: L.Continuous(
+        hidden_units=(8,), steps=16, **kw), (3,)),
     "layer_logit": layer32(lambda **kw: L.Logit(**kw), (4, 4, 1), "unit"),
     "layer_factor_out": layer32(lambda **kw: L.FactorOut([
         L.Squeeze(**kw), L.AffineCoupling(mask="channel", hidden_channels=8, **kw),
