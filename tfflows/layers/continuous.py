@@ -43,9 +43,10 @@ class Continuous(FlowLayer):
     """
 
     conditional = True
-    # Measured on 2 CPU cores (tests/test_cnf.py's figures in the report):
-    # the flow-matching step of a 3x64 network is a few dense layers, where
-    # XLA's CPU matmuls lose to oneDNN's, as for dense couplings.
+    # The flow-matching step is one pass of a dense network, where XLA's CPU
+    # matmuls lose to oneDNN's, as for dense couplings: 2.95 ms per step
+    # without XLA, 3.17 with (2-D moons, 3x64 network, batch 256, 2 shared
+    # CPU cores; a 2-layer 64x64 MAF: 3.35 / 2.52).
     xla_on_cpu = False
 
     def __init__(self, hidden_units=(64, 64, 64), activation="silu",
