@@ -147,6 +147,8 @@ CONDITIONAL = {
     "spline-coupling-checkerboard": (lambda: L.Coupling(
         "spline", spline_bins=4, mask="checkerboard", hidden_channels=8,
         context_dim=2), (4, 4, 1)),
+    "continuous": (lambda: L.Continuous(hidden_units=(8,), steps=16,
+                                        context_dim=2), (3,)),
     "spline-maf": (lambda: L.MaskedAutoregressive(
         hidden_units=(8,), context_dim=2, seed=1, transformer="spline",
         spline_bins=4), (3,)),

@@ -21,6 +21,7 @@ from tfflows import nn
 from tfflows import layers
 from tfflows import objectives
 from tfflows.flow import Flow
+from tfflows.continuous import ContinuousFlow
 from tfflows import models
 from tfflows import callbacks
 from tfflows import export
@@ -33,4 +34,4 @@ from tfflows import ood
 
 __version__ = "0.1.0"
 
-__all__ = ["Flow", "bijectors", "callbacks", "data", "distributions", "export", "imputation", "latent", "layers", "models", "nn", "objectives", "ood", "testing", "train", "vi", "__version__"]
+__all__ = ["ContinuousFlow", "Flow", "bijectors", "callbacks", "data", "distributions", "export", "imputation", "latent", "layers", "models", "nn", "objectives", "ood", "testing", "train", "vi", "__version__"]

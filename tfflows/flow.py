@@ -462,13 +462,18 @@ class Flow(keras.Model):
         self.context_dim = integer("context_dim", context_dim, optional=True)
         self.num_bins = integer("num_bins", num_bins, minimum=2, optional=True)
         self.base = as_base(base_distribution, self.event_shape, self.compute_dtype)
-        self.objective = MaximumLikelihood(self.event_shape, num_bins,
-                                           dtype=self.compute_dtype)
-        self.nll_tracker = keras.metrics.Mean(name="nll")
+        self.objective = self._default_objective()
+        # The objective's first figure: `nll`, or `fm_loss` for flow matching.
+        self.nll_tracker = keras.metrics.Mean(name=self.objective.metric_names[0])
         self.bpd_tracker = (keras.metrics.Mean(name="bits_per_dim")
                             if num_bins else None)
         self.check_inputs = True
         self._build_layers()
+
+    def _default_objective(self):
+        """The training objective `__init__` sets (subclasses override)."""
+        return MaximumLikelihood(self.event_shape, self.num_bins,
+                                 dtype=self.compute_dtype)
 
     # -- structure ------------------------------------------------------------
     def _build_layers(self):
@@ -748,7 +753,8 @@ class Flow(keras.Model):
         return loss / replicas if replicas > 1 else loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        trackers = {"nll": self.nll_tracker, "bits_per_dim": self.bpd_tracker}
+        trackers = {self.nll_tracker.name: self.nll_tracker,
+                    "bits_per_dim": self.bpd_tracker}
         for name, values in self.objective.metrics(y_pred).items():
             trackers[name].update_state(values)
         return self.get_metrics_result()

@@ -14,8 +14,9 @@ from tfflows import layers as L
 from tfflows._checks import integer
 from tfflows.layers._transformer import make_transformer
 from tfflows.flow import Flow
+from tfflows.continuous import ContinuousFlow
 
-__all__ = ["nice", "realnvp", "glow", "maf", "iaf", "nsf", "planar", "radial"]
+__all__ = ["nice", "realnvp", "glow", "maf", "iaf", "nsf", "planar", "radial", "cnf"]
 
 
 def _check_positive(**values):
@@ -302,3 +303,25 @@ def radial(event_dim, num_layers=16, actnorm=True, name="radial"):
     _check_positive(event_dim=event_dim, num_layers=num_layers)
     return Flow(([L.ActNorm()] if actnorm else [])
                 + [L.Radial() for _ in range(num_layers)], (event_dim,), name=name)
+
+
+def cnf(event_dim, hidden_units=(64, 64, 64), context_dim=None,
+        activation="silu", solver="rk4", steps=32, rtol=1e-5, atol=1e-5,
+        trace="auto", num_probes=4, sigma_min=0.0, name="cnf"):
+    """A continuous normalizing flow `dx/dt = v(x, t[, context])`, trained
+    by flow matching (Lipman et al. 2022, https://arxiv.org/abs/2210.02747).
+
+    A `ContinuousFlow` over one `tfflows.layers.Continuous` layer whose
+    velocity network (`hidden_units`, `activation`) starts at zero: a fresh
+    CNF is the identity. `fit` minimises the flow-matching loss (no ODE
+    solve); `log_prob`, `sample`, `encode`, `decode` solve the ODE with
+    `solver` ("rk4" with `steps` fixed steps, or "dopri5" with `rtol`,
+    `atol`) and the trace rule `trace` (see `tfflows.bijectors.ODE`).
+    """
+    _check_positive(event_dim=event_dim)
+    layer = L.Continuous(hidden_units=hidden_units, activation=activation,
+                         solver=solver, steps=steps, rtol=rtol, atol=atol,
+                         trace=trace, num_probes=num_probes,
+                         context_dim=context_dim)
+    return ContinuousFlow([layer], (event_dim,), context_dim=context_dim,
+                          sigma_min=sigma_min, name=name)

@@ -31,6 +31,7 @@ from tfflows.bijectors.factor_out import FactorOut
 from tfflows.bijectors.invertible_conv1x1 import InvertibleConv1x1
 from tfflows.bijectors.logit import Logit, bits_per_dim, uniform_dequantize
 from tfflows.bijectors.masked_autoregressive import MaskedAutoregressive
+from tfflows.bijectors.ode import ODE
 from tfflows.bijectors.planar import Planar
 from tfflows.bijectors.radial import Radial
 from tfflows.bijectors.squeeze import Squeeze
@@ -38,7 +39,7 @@ from tfflows.bijectors.squeeze import Squeeze
 __all__ = [
     "ActNorm", "AdditiveCoupling", "AffineCoupling", "Autoregressive",
     "Coupling", "FactorOut", "FlowBijector", "InvertibleConv1x1", "Logit",
-    "MaskedAutoregressive", "Planar", "Radial", "Squeeze", "bits_per_dim",
+    "MaskedAutoregressive", "ODE", "Planar", "Radial", "Squeeze", "bits_per_dim",
     "lu", "masks", "reverse", "soft_clamp", "transformers", "uniform_dequantize",
 ]
 

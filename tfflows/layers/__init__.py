@@ -13,6 +13,7 @@ fixed, under the names `.keras` files have always used.
 
 from tfflows.layers.actnorm import ActNorm
 from tfflows.layers.base import FlowLayer
+from tfflows.layers.continuous import Continuous
 from tfflows.layers.coupling import AdditiveCoupling, AffineCoupling, Coupling
 from tfflows.layers.invertible_conv1x1 import InvertibleConv1x1
 from tfflows.layers.masked_autoregressive import MaskedAutoregressive
@@ -21,7 +22,8 @@ from tfflows.layers.planar import Planar, Radial
 from tfflows.layers.structure import Permutation, Squeeze, Unsqueeze
 
 __all__ = [
-    "ActNorm", "AdditiveCoupling", "AffineCoupling", "Coupling", "FactorOut",
+    "ActNorm", "AdditiveCoupling", "AffineCoupling", "Continuous", "Coupling",
+    "FactorOut",
     "FlowLayer",
     "InvertibleConv1x1", "Logit", "MaskedAutoregressive", "Permutation",
     "Planar", "Radial", "Scale", "Squeeze", "Unsqueeze",

@@ -1,0 +1,182 @@
+"""Continuous normalizing flows: flow matching through fit, the ODE's
+round trip and log-density (exact and Hutchinson traces), conditional
+CNFs and `.keras` files."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfflows as tff
+from tfflows import layers as L
+
+
+@pytest.fixture(scope="module")
+def moons_cnf():
+    """A CNF trained by flow matching on two moons (a few seconds)."""
+    keras.utils.set_random_seed(0)
+    x = tff.data.two_moons(4096, seed=0)
+    flow = tff.models.cnf(2, hidden_units=(64, 64, 64))
+    flow.compile(optimizer=keras.optimizers.Adam(3e-3))
+    history = flow.fit(x, batch_size=256, epochs=30, verbose=0)
+    return flow, x, history
+
+
+def test_fit_logs_the_flow_matching_loss(moons_cnf):
+    flow, x, history = moons_cnf
+    loss, fm = history.history["loss"], history.history["fm_loss"]
+    assert np.allclose(loss, fm) and loss[0] > 0
+    assert loss[-1] < 0.8 * loss[0]
+    metrics = flow.evaluate(x[:512], verbose=0, return_dict=True)
+    assert set(metrics) == {"loss", "fm_loss"} and metrics["loss"] > 0
+
+
+def test_fresh_cnf_is_the_identity():
+    flow = tff.models.cnf(3, hidden_units=(8,))
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    np.testing.assert_allclose(flow.encode(x), x, atol=1e-6)
+    np.testing.assert_allclose(
+        flow.log_prob(x), tff.distributions.StandardNormal((3,)).log_prob(x),
+        atol=1e-5)
+
+
+def test_round_trip(moons_cnf):
+    flow, x, _ = moons_cnf
+    z = flow.encode(x[:1000])
+    assert np.abs(flow.decode(z) - x[:1000]).max() < 1e-3
+    x_new = flow.sample(500, seed=1)
+    assert np.abs(flow.decode(flow.encode(x_new)) - x_new).max() < 1e-3
+
+
+def test_density_integrates_to_one_on_a_grid(moons_cnf):
+    flow, x, _ = moons_cnf
+    grid = np.linspace(-4.0, 4.0, 161)
+    gx, gy = np.meshgrid(grid, grid)
+    points = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
+    mass = np.exp(flow.log_prob(points)).sum() * (grid[1] - grid[0]) ** 2
+    assert abs(mass - 1.0) < 0.03
+    # and it has learnt the moons: better than a standard normal
+    assert -np.mean(flow.log_prob(x[:1000])) < 2.2
+
+
+def test_dormand_prince_agrees_with_rk4(moons_cnf):
+    flow, x, _ = moons_cnf
+    layer = flow.continuous_layer
+    rk4 = flow.log_prob(x[:200])
+    dopri = layer.make_bijector()
+    dopri._solver = "dopri5"
+    z = dopri.inverse(tf.constant(x[:200]))
+    ildj = dopri.inverse_log_det_jacobian(tf.constant(x[:200]), event_ndims=1)
+    np.testing.assert_allclose(flow.base_log_prob(z) + ildj, rk4, atol=2e-3)
+
+
+def _trained_field(d, seed=0):
+    """A random time-dependent field: a layer with perturbed weights."""
+    keras.utils.set_random_seed(seed)
+    layer = L.Continuous(hidden_units=(16, 16), steps=8)
+    layer.build((None, d))
+    rng = np.random.default_rng(seed)
+    for w in layer.trainable_weights:
+        w.assign(w.numpy() + 0.3 * rng.standard_normal(w.shape).astype(w.dtype))
+    return layer
+
+
+def _dense_trace(layer, x, t):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        v = layer.velocity(x, t)
+    return tf.linalg.trace(tape.batch_jacobian(v, x))
+
+
+def test_exact_trace_equals_the_dense_jacobians():
+    layer = _trained_field(3)
+    x = tf.constant(np.random.default_rng(1).standard_normal((16, 3)), tf.float32)
+    t = tf.constant(0.3)
+    bijector = layer.make_bijector()
+    assert bijector.trace == "exact"
+    probes, weight = bijector._probes(16, tf.float32)
+    v, trace = bijector._velocity_and_trace(x, t, probes, weight, None)
+    np.testing.assert_allclose(v, layer.velocity(x, t), atol=1e-6)
+    np.testing.assert_allclose(trace, _dense_trace(layer, x, t), atol=1e-5)
+
+
+def test_hutchinson_is_unbiased_within_its_error_bars():
+    d, seeds = 12, 400
+    layer = _trained_field(d)
+    layer.num_probes = 1
+    x = tf.constant(np.random.default_rng(2).standard_normal((8, d)), tf.float32)
+    t = tf.constant(0.6)
+    exact = _dense_trace(layer, x, t).numpy()
+    estimates = []
+    for seed in range(seeds):
+        layer.probe_seed = seed
+        bijector = layer.make_bijector()
+        assert bijector.trace == "hutchinson"  # auto: D > 10
+        probes, weight = bijector._probes(8, tf.float32)
+        estimates.append(bijector._velocity_and_trace(x, t, probes, weight, None)[1])
+    estimates = np.stack(estimates)
+    stderr = estimates.std(0) / np.sqrt(seeds)
+    assert (stderr > 0).all()
+    assert np.all(np.abs(estimates.mean(0) - exact) < 4 * stderr)
+
+
+def test_hutchinson_log_prob_is_close_to_the_exact_one(moons_cnf):
+    flow, x, _ = moons_cnf
+    layer = flow.continuous_layer
+    exact = flow.log_prob(x[:256]).numpy()
+    layer.trace, layer.num_probes = "hutchinson", 16
+    try:
+        estimate = flow.bijector().inverse_log_det_jacobian(
+            tf.constant(x[:256]), event_ndims=1)
+        z = flow.encode(x[:256])  # cached graph: still the exact trace
+    finally:
+        layer.trace, layer.num_probes = "auto", 4
+    estimate = flow.base_log_prob(z).numpy() + estimate.numpy()
+    assert abs(np.mean(estimate - exact)) < 0.05
+    assert np.std(estimate - exact) < 0.3
+
+
+def test_conditional_cnf_learns_a_known_conditional():
+    """x | c ~ N((c, -c), 0.5² I), c ~ U(-2, 2)."""
+    keras.utils.set_random_seed(1)
+    rng = np.random.default_rng(0)
+    c = rng.uniform(-2, 2, (4096, 1)).astype(np.float32)
+    x = (np.concatenate([c, -c], 1) + 0.5 * rng.standard_normal((4096, 2))
+         ).astype(np.float32)
+    flow = tff.models.cnf(2, hidden_units=(64, 64), context_dim=1)
+    flow.compile(optimizer=keras.optimizers.Adam(3e-3))
+    flow.fit({"x": x, "context": c}, batch_size=256, epochs=30, verbose=0)
+    draws = flow.sample(2000, seed=0, context=[1.0]).numpy()
+    np.testing.assert_allclose(draws.mean(0), [1.0, -1.0], atol=0.1)
+    np.testing.assert_allclose(draws.std(0), [0.5, 0.5], atol=0.1)
+    truth = (-np.log(2 * np.pi * 0.25)
+             - ((x[:500] - np.concatenate([c[:500], -c[:500]], 1)) ** 2).sum(1) / 0.5)
+    model = flow.log_prob(x[:500], context=c[:500]).numpy()
+    assert abs(model.mean() - truth.mean()) < 0.15
+
+
+def test_keras_file_round_trip(moons_cnf, tmp_path):
+    flow, x, _ = moons_cnf
+    path = str(tmp_path / "cnf.keras")
+    flow.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    assert isinstance(loaded, tff.ContinuousFlow)
+    same = lambda c: json.loads(json.dumps(c))  # tuples and lists alike
+    assert same(loaded.get_config()) == same(flow.get_config())
+    assert loaded.sigma_min == flow.sigma_min
+    np.testing.assert_allclose(loaded.log_prob(x[:100]), flow.log_prob(x[:100]),
+                               atol=1e-6)
+    loaded.fit(x[:512], batch_size=256, epochs=1, verbose=0)  # compiled on load
+
+
+def test_layer_config_round_trip():
+    layer = L.Continuous(hidden_units=(8,), solver="dopri5", steps=5, trace="exact",
+                         context_dim=2)
+    config = layer.get_config()
+    assert L.Continuous.from_config(config).get_config() == config
+    with pytest.raises(ValueError, match="solver must be one of"):
+        L.Continuous(solver="euler")
+    with pytest.raises(ValueError, match="trace must be one of"):
+        L.Continuous(trace="approximate")
