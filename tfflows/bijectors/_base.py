@@ -42,6 +42,22 @@ class FlowBijector(tfp.bijectors.Bijector):
     def __eq__(self, other):
         return self is other
 
+    # A subclass whose output alone is cheaper than the output with its
+    # log-det (a continuous flow: the trace costs D or P extra network
+    # copies) sets `_state_only = True` and implements `_forward_only` /
+    # `_inverse_only`. Then `forward(x)` alone runs `_forward_only`, and a
+    # log-det request runs the pair once and hands its output to TFP's cache
+    # (so `forward_log_det_jacobian(x)` then `forward(x)` is one call; the
+    # other order is `_forward_only` plus the pair).
+    _state_only = False
+    _handoff = None
+
+    def _forward_only(self, x, **kwargs):
+        raise NotImplementedError
+
+    def _inverse_only(self, y, **kwargs):
+        raise NotImplementedError
+
     def _forward_and_log_det(self, x, **kwargs):
         raise NotImplementedError
 
@@ -50,12 +66,35 @@ class FlowBijector(tfp.bijectors.Bijector):
 
     # -- TFP's hooks, all derived from the pair above. -------------------------
     def _augmented_forward(self, x, **kwargs):
-        y, fldj = self._forward_and_log_det(self._check_finite(x, "x"), **kwargs)
+        handoff = self._handoff
+        if handoff is not None and handoff[0] is x:
+            return handoff[1], {"ildj": -handoff[2], "output": handoff[1]}
+        x = self._check_finite(x, "x")
+        if self._state_only:
+            return self._forward_only(x, **kwargs), {}
+        y, fldj = self._forward_and_log_det(x, **kwargs)
         return y, {"ildj": -fldj}
 
     def _augmented_inverse(self, y, **kwargs):
-        x, ildj = self._inverse_and_log_det(self._check_finite(y, "y"), **kwargs)
+        handoff = self._handoff
+        if handoff is not None and handoff[0] is y:
+            return handoff[1], {"ildj": handoff[2], "output": handoff[1]}
+        y = self._check_finite(y, "y")
+        if self._state_only:
+            return self._inverse_only(y, **kwargs), {}
+        x, ildj = self._inverse_and_log_det(y, **kwargs)
         return x, {"ildj": ildj}
+
+    def _hand_to_cache(self, direction, key, output, log_det, kwargs):
+        """Stores `output` for `key` in TFP's cache (if that entry has no
+        output yet) by serving it to the cache's own call. The cache holds
+        outputs weakly; the entry's attributes keep this one alive as long
+        as `key` is (eagerly, nothing else holds it)."""
+        self._handoff = (key, output, log_det)
+        try:
+            getattr(self._cache, direction)(key, **kwargs)
+        finally:
+            self._handoff = None
 
     def _forward(self, x, **kwargs):
         return self._augmented_forward(x, **kwargs)[0]
@@ -64,10 +103,18 @@ class FlowBijector(tfp.bijectors.Bijector):
         return self._augmented_inverse(y, **kwargs)[0]
 
     def _forward_log_det_jacobian(self, x, **kwargs):
-        return -self._augmented_forward(x, **kwargs)[1]["ildj"]
+        if not self._state_only:
+            return -self._augmented_forward(x, **kwargs)[1]["ildj"]
+        y, fldj = self._forward_and_log_det(self._check_finite(x, "x"), **kwargs)
+        self._hand_to_cache("forward", x, y, fldj, kwargs)
+        return fldj
 
     def _inverse_log_det_jacobian(self, y, **kwargs):
-        return self._augmented_inverse(y, **kwargs)[1]["ildj"]
+        if not self._state_only:
+            return self._augmented_inverse(y, **kwargs)[1]["ildj"]
+        x, ildj = self._inverse_and_log_det(self._check_finite(y, "y"), **kwargs)
+        self._hand_to_cache("inverse", y, x, ildj, kwargs)
+        return ildj
 
     @classmethod
     def _parameter_properties(cls, dtype):

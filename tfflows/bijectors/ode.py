@@ -38,7 +38,14 @@ class ODE(FlowBijector):
       solver (measured below).
     - `"hutchinson"`: `(1/P) Σ_p ε_pᵀ J ε_p` with `P = num_probes`
       Rademacher probes `ε` drawn once per call from `probe_seed` (stateless)
-      and held fixed along the path (FFJORD, Grathwohl et al. 2018). One
+      and held fixed along the path (FFJORD, Grathwohl et al. 2018). Row
+      `i`'s probes depend only on the seed and `i` (drawn row-major as
+      `[n, P, D]`: a stateless draw's first rows do not depend on `n`), so
+      a row keeps its estimate in any batch at the same position; it moves
+      with the row's position, which a per-row seed would fix at the cost
+      of one draw per row (not done: the estimate is unbiased either way,
+      and `trace="exact"` is the deterministic choice). `probe_seed` may be
+      a `[2]` int tensor: training passes a fresh one each step. One
       network call on `P` copies of the batch. Unbiased; its standard
       deviation is `sqrt(2 Σ_{i≠j} Ĵ_ij² / P)` per evaluation, `Ĵ` the
       symmetric part of `J`, and the log-det inherits an error of that
@@ -65,6 +72,15 @@ class ODE(FlowBijector):
     0.009 nats with 1 probe, +0.0001 +- 0.0045 with 4; standard deviation
     per row 0.91, 0.45 and 0.23 nats for 1, 4, 16 probes.
 
+    `forward` or `inverse` alone (`decode`, `sample`, `encode`) integrates
+    the state only, one network call on the batch per evaluation, not
+    `D + 1` (exact) or `P + 1` (Hutchinson) copies; a log-det request runs
+    the joint solve and hands its output to TFP's cache, so
+    `forward_log_det_jacobian(x)` then `forward(x)` is still one solve
+    (see `FlowBijector`). `sample(10_000)` on the 2-D moons CNF (32 steps,
+    exact trace, 3x64 network, 2 cores shared with a test run): median of
+    5 calls 3.3 s before (min 2.5), 0.92 s after (min 0.91).
+
     Every evaluation of `v` goes through one velocity call (on the copies
     the trace needs), so the Python of the network is traced once per
     graph, not once per step.
@@ -87,7 +103,8 @@ class ODE(FlowBijector):
       rtol, atol: Dormand-Prince tolerances.
       trace: "auto", "exact" or "hutchinson".
       num_probes: Hutchinson probes per evaluation.
-      probe_seed: int seed of the probes.
+      probe_seed: int seed of the probes, or a `[2]` int tensor (a
+        stateless seed pair).
       context: `[K]` or `[..., K]` tensor broadcast against the batch, or None.
       validate_args: check inputs are finite.
       name: bijector name.
@@ -110,7 +127,8 @@ class ODE(FlowBijector):
         self._rtol = positive_number("rtol", rtol)
         self._atol = positive_number("atol", atol)
         self._num_probes = integer("num_probes", num_probes)
-        self._probe_seed = integer("probe_seed", probe_seed, minimum=0)
+        self._probe_seed = (probe_seed if tf.is_tensor(probe_seed)
+                            else integer("probe_seed", probe_seed, minimum=0))
         if trace == "auto":
             trace = "exact" if self._event_size <= EXACT_TRACE_MAX_DIM else "hutchinson"
         self._trace = trace
@@ -132,9 +150,13 @@ class ODE(FlowBijector):
         if self._trace == "exact":
             eye = tf.eye(d, dtype=dtype)[:, tf.newaxis, :]
             return tf.broadcast_to(eye, tf.stack([d, n, d])), 1.0
+        seed = self._probe_seed
+        seed = tf.cast(seed, tf.int32) if tf.is_tensor(seed) else [seed, 0]
+        # Row-major [n, P, D]: row i's probes do not depend on n.
         signs = tf.random.stateless_uniform(
-            tf.stack([self._num_probes, n, d]), seed=[self._probe_seed, 0],
+            tf.stack([n, self._num_probes, d]), seed=seed,
             minval=0, maxval=2, dtype=tf.int32)
+        signs = tf.transpose(signs, [1, 0, 2])
         return tf.cast(2 * signs - 1, dtype), 1.0 / self._num_probes
 
     def _velocity(self, x, t, context):
@@ -158,8 +180,9 @@ class ODE(FlowBijector):
         quad = tf.reshape(tf.reduce_sum(vjp * eps, axis=-1), [count, n])
         return v[:n], weight * tf.reduce_sum(quad, axis=0)
 
-    def _integrate(self, x, reverse):
-        """`(x(end), ∫ tr dt)` from t=0 to 1 (or 1 to 0 when `reverse`)."""
+    def _integrate(self, x, reverse, log_det=True):
+        """`(x(end), ∫ tr dt)` from t=0 to 1 (or 1 to 0 when `reverse`);
+        `x(end)` alone, one network call per evaluation, if not `log_det`."""
         self._check_event_shape(x, [self._event_size], "x")
         shape = tf.shape(x)
         flat = tf.reshape(x, [-1, self._event_size])
@@ -172,16 +195,20 @@ class ODE(FlowBijector):
             context = tf.reshape(
                 tf.broadcast_to(context, tf.concat([shape[:-1], k], 0)),
                 tf.concat([[-1], k], 0))
-        probes, weight = self._probes(n, dtype)
         sign = -1.0 if reverse else 1.0
+        if log_det:
+            probes, weight = self._probes(n, dtype)
 
         def dynamics(tau, state):
-            t = 1.0 - tau if reverse else tau
-            v, trace = self._velocity_and_trace(state[0], tf.cast(t, dtype),
-                                                probes, weight, context)
+            t = tf.cast(1.0 - tau if reverse else tau, dtype)
+            if not log_det:
+                return (sign * tf.convert_to_tensor(
+                    self._velocity(state[0], t, context)),)
+            v, trace = self._velocity_and_trace(state[0], t, probes, weight,
+                                                context)
             return sign * v, sign * trace
 
-        initial = (flat, tf.zeros([n], dtype))
+        initial = (flat, tf.zeros([n], dtype)) if log_det else (flat,)
         if self._solver == "rk4":
             end = _rk4(dynamics, initial, self._steps, dtype)
         else:
@@ -190,7 +217,17 @@ class ODE(FlowBijector):
                 lambda tau, state: dynamics(tau, state), tf.constant(0.0, dtype),
                 initial, solution_times=tf.constant([1.0], dtype))
             end = tf.nest.map_structure(lambda s: s[-1], results.states)
+        if not log_det:
+            return tf.reshape(end[0], shape)
         return tf.reshape(end[0], shape), tf.reshape(end[1], shape[:-1])
+
+    _state_only = True
+
+    def _forward_only(self, x):
+        return self._integrate(x, reverse=False, log_det=False)
+
+    def _inverse_only(self, y):
+        return self._integrate(y, reverse=True, log_det=False)
 
     def _forward_and_log_det(self, x):
         return self._integrate(x, reverse=False)
