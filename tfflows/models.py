@@ -307,7 +307,8 @@ def radial(event_dim, num_layers=16, actnorm=True, name="radial"):
 
 def cnf(event_dim, hidden_units=(64, 64, 64), context_dim=None,
         activation="silu", solver="rk4", steps=32, rtol=1e-5, atol=1e-5,
-        trace="auto", num_probes=4, sigma_min=0.0, name="cnf"):
+        trace="auto", num_probes=4, sigma_min=0.0, objective="flow_matching",
+        name="cnf"):
     """A continuous normalizing flow `dx/dt = v(x, t[, context])`, trained
     by flow matching (Lipman et al. 2022, https://arxiv.org/abs/2210.02747).
 
@@ -317,6 +318,8 @@ def cnf(event_dim, hidden_units=(64, 64, 64), context_dim=None,
     solve); `log_prob`, `sample`, `encode`, `decode` solve the ODE with
     `solver` ("rk4" with `steps` fixed steps, or "dopri5" with `rtol`,
     `atol`) and the trace rule `trace` (see `tfflows.bijectors.ODE`).
+    `objective="likelihood"` trains by maximum likelihood through the ODE
+    instead (FFJORD; see `tfflows.ContinuousFlow` for its cost).
     """
     _check_positive(event_dim=event_dim)
     layer = L.Continuous(hidden_units=hidden_units, activation=activation,
@@ -324,4 +327,4 @@ def cnf(event_dim, hidden_units=(64, 64, 64), context_dim=None,
                          trace=trace, num_probes=num_probes,
                          context_dim=context_dim)
     return ContinuousFlow([layer], (event_dim,), context_dim=context_dim,
-                          sigma_min=sigma_min, name=name)
+                          sigma_min=sigma_min, objective=objective, name=name)

@@ -5,7 +5,7 @@ import keras
 from tfflows import bijectors as tfb_
 from tfflows import nn
 from tfflows._checks import integer, positive_number, widths
-from tfflows.bijectors.ode import SOLVERS, TRACES
+from tfflows.bijectors.ode import EXACT_TRACE_MAX_DIM, SOLVERS, TRACES
 from tfflows.layers.base import FlowLayer
 
 __all__ = ["Continuous"]
@@ -87,7 +87,15 @@ class Continuous(FlowLayer):
         self._require_built()
         return self.network(x, t, context)
 
-    def make_bijector(self, context=None):
+    def resolved_trace(self):
+        """The trace the bijector uses: "exact" or "hutchinson" ("auto" resolved)."""
+        if self.trace != "auto":
+            return self.trace
+        return "exact" if self._event_size <= EXACT_TRACE_MAX_DIM else "hutchinson"
+
+    def make_bijector(self, context=None, probe_seed=None):
+        """The ODE bijector; `probe_seed` (an int or a `[2]` seed tensor)
+        replaces the layer's `probe_seed` (training draws a fresh one)."""
         self._check_context(context)
         net = self.network
         fn = ((lambda x, t: net(x, t)) if context is None
@@ -95,7 +103,8 @@ class Continuous(FlowLayer):
         return tfb_.ODE(fn, self._event_size, solver=self.solver,
                         steps=self.steps, rtol=self.rtol, atol=self.atol,
                         trace=self.trace, num_probes=self.num_probes,
-                        probe_seed=self.probe_seed, context=context,
+                        probe_seed=(self.probe_seed if probe_seed is None
+                                    else probe_seed), context=context,
                         name=self.name)
 
     def get_config(self):
