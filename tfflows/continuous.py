@@ -135,6 +135,13 @@ class ContinuousFlow(Flow):
         return self._log_det_first(self._ode(context), x, inverse=True)
 
     @_as_graph_when_eager
+    def encode(self, x, context=None):
+        """data -> latent, the state alone (no trace)."""
+        x = self._check_x(x)
+        context = self.check_context(context, tf.shape(x)[0])
+        return self._ode(context).inverse(x)
+
+    @_as_graph_when_eager
     def sample_and_log_prob(self, num_samples, seed=None, context=None):
         """Draws and their log-density from one joint forward solve."""
         z = self.base.sample(num_samples, 1.0, seed)
