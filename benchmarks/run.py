@@ -310,6 +310,12 @@ def main(argv=None):
         tables += speed_tables(cfg, zuko_absent)
     if args.only in (None, "quality"):
         tables.append(quality_table(args.quick, args.seeds, args.cache, zuko_absent))
+    if args.only in (None, "quality") and not args.quick:
+        # Continuous flows: the full run only (its trainings and Dormand-Prince
+        # solves would double --quick's time); `python -m benchmarks.continuous
+        # --quick` checks that they run.
+        from benchmarks import continuous
+        tables += continuous.tables(seeds=tuple(args.seeds or continuous.SEEDS))
     report = REPORT.format(machine="\n".join(f"- {l}" for l in machine(zuko_absent)),
                            mode="--quick: sizes cut, not a measurement" if args.quick
                            else "full", **cfg)

@@ -145,3 +145,16 @@ def test_isolated_trainings_give_the_in_process_figures(tmp_path, monkeypatch):
     np.testing.assert_allclose(np.array([row[3:] for row in spawned], float),
                                np.array([row[3:] for row in here], float), rtol=1e-5)
     assert len(cache.read_text().splitlines()) == 1
+
+
+def test_continuous_tables_run(monkeypatch):
+    """`python -m benchmarks.continuous` (full runs only in `python -m
+    benchmarks`): its tables, cut to one flow on two moons."""
+    from benchmarks import continuous
+    monkeypatch.setattr(continuous, "KINDS", ("CNF",))
+    monkeypatch.setattr(continuous, "DATASETS", ("two moons (2-D)",))
+    nll, speed = continuous.tables(quick=True)
+    assert "| two moons (2-D) | CNF |" in nll.markdown()
+    report = speed.markdown()
+    for row in ("CNF warm epoch", "CNF log_prob 100 (RK4", "CNF sample 100 (Dormand-Prince"):
+        assert row in report, row

@@ -278,3 +278,15 @@ def test_sample_and_log_prob_agrees_with_log_prob(moons_cnf):
     x, log_q = flow.sample_and_log_prob(200, seed=3)
     np.testing.assert_allclose(log_q, flow.log_prob(x), atol=2e-3)
     np.testing.assert_allclose(flow.sample(200, seed=3), x, atol=1e-5)
+
+def test_trajectory_runs_from_the_latent_to_decode(moons_cnf):
+    flow, _, _ = moons_cnf
+    z = np.random.default_rng(3).standard_normal((200, 2)).astype(np.float32)
+    path = flow.trajectory(z, [0.0, 0.5, 1.0]).numpy()
+    assert path.shape == (3, 200, 2)
+    np.testing.assert_allclose(path[0], z)
+    # RK4 at the layer's own 32 steps: the same arithmetic as decode's loop.
+    np.testing.assert_allclose(path[-1], flow.decode(z).numpy(), atol=1e-4)
+    assert np.abs(path[1] - path[0]).mean() > 0.1  # it moved on the way
+    with pytest.raises(ValueError, match="increasing"):
+        flow.trajectory(z, [0.5, 0.2])

@@ -20,7 +20,8 @@ def _code_cells(nb):
 
 def test_the_tutorials_are_there():
     assert {"01_two_moons_density.ipynb", "02_glow_digits.ipynb",
-            "03_fit_to_serving.ipynb", "04_variational_inference.ipynb"} <= {
+            "03_fit_to_serving.ipynb", "04_variational_inference.ipynb",
+            "05_continuous_flows.ipynb"} <= {
         p.name for p in NOTEBOOKS}
 
 
