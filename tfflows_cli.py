@@ -19,7 +19,7 @@ import sys
 
 __all__ = ["main", "parser", "CommandError", "UsageError"]
 
-FLOWS = ("nice", "realnvp", "glow", "maf", "iaf", "nsf")
+FLOWS = ("nice", "realnvp", "glow", "maf", "iaf", "nsf", "cnf")
 BUILTIN_DATA = ("moons", "circles", "digits")
 
 
@@ -102,14 +102,19 @@ def parser():
     sub = top.add_subparsers(dest="command", parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a flow, plot it, export it")
-    train.add_argument("--flow", choices=FLOWS, default="realnvp")
+    train.add_argument("--flow", choices=FLOWS, default="realnvp",
+                       help="cnf: a continuous flow (vectors only) trained by flow "
+                       "matching, velocity network 3x64, RK4 with 32 steps; its "
+                       "ONNX export is skipped (SavedModel only)")
     train.add_argument("--data", default="moons",
                        help="moons, circles, digits, or a PATH.npy / PATH.csv")
     train.add_argument("--epochs", type=_positive_int, default=40)
     train.add_argument("--out", help="output folder (default runs/<flow>-<data>)")
     train.add_argument("--batch-size", type=_positive_int, default=256)
     train.add_argument("--learning-rate", type=_positive_float, default=1e-3)
-    train.add_argument("--num-layers", type=_positive_int, default=8)
+    train.add_argument("--num-layers", type=_positive_int, default=8,
+                       help="flow layers (default 8); ignored by cnf, which has "
+                       "one continuous layer")
     train.add_argument("--seed", type=_seed, default=0)
     train.add_argument("--no-export", action="store_true",
                        help="skip the SavedModel and ONNX export")

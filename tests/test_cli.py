@@ -252,3 +252,40 @@ def test_impute_warns_of_unconverged_rows_numbered_from_one(moons_run, tmp_path,
     assert err == ("tfflows: warning: the chains disagree (R-hat above 1.1, largest "
                    "1.70) in 1 of 2 partly observed rows (rows 2): their draws may not "
                    "have converged; raise --num-burnin-steps or --num-chains")
+
+
+def test_train_cnf_then_sample_score_and_export(tmp_path, capsys):
+    # A continuous flow through the command: fit logs fm_loss (not nll), the
+    # held-out NLL comes from -log_prob (ODE solve), the export is the
+    # SavedModel alone (ONNX cannot take the solver loop's gradients). The
+    # export runs once, by `tfflows export` (train's export is the same
+    # pipeline), to keep the test short.
+    out = tmp_path / "cnf"
+    assert cli.main(["train", "--flow", "cnf", "--epochs", "2", "--no-export",
+                     "--out", str(out)]) == 0
+    for name in ("cnf.keras", "metrics.json", "loss.png", "density.png"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["train_fm_loss"]) == len(metrics["val_fm_loss"]) == 2
+    assert "train_nll" not in metrics and "val_nll" not in metrics
+    assert np.all(np.isfinite(metrics["train_fm_loss"] + metrics["val_fm_loss"]))
+    assert np.isfinite(metrics["test_nll"]) and metrics["test_nll"] < 2.8
+
+    model = str(out / "cnf.keras")
+    assert cli.main(["sample", model, "--num", "20", "--seed", "3",
+                     "--out", str(tmp_path / "s.npy")]) == 0
+    samples = np.load(tmp_path / "s.npy")
+    assert samples.shape == (20, 2) and np.all(np.isfinite(samples))
+    assert cli.main(["score", model, "--data", str(tmp_path / "s.npy")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert all(np.isfinite(float(line.split(",")[1])) for line in lines[-20:])
+
+    serving = out / "serving"
+    assert cli.main(["export", model, "--out", str(serving)]) == 0
+    assert "ONNX: not exported" in capsys.readouterr().out
+    summary = json.loads((serving / "export.json").read_text())
+    assert (serving / summary["saved_model"] / "saved_model.pb").is_file()
+    assert max(summary["saved_model_max_abs_diff"].values()) <= 1e-5
+    assert summary["onnx"] == {} and "ShapeN" in summary["onnx_note"]
+    assert not (serving / "onnx").exists()
+    assert sorted(os.listdir(serving / "requests"))[0] == "decode.grpc.json"

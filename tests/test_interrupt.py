@@ -191,6 +191,44 @@ def test_image_flow_resumes_mid_epoch_with_the_same_noise(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+
+def test_continuous_flow_resumes_mid_epoch_with_the_same_noise(tmp_path):
+    # Flow matching draws noise and times for every batch (training and
+    # validation); they must come from the restored state, as the image
+    # flows' dequantization noise does.
+    import keras
+
+    import tfflows as tff
+
+    x, x_val = interrupt_worker._data(images=False)
+    folder = str(tmp_path / "backup")
+
+    class Crash(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            saved = _progress(folder) or {}
+            if saved.get("epoch") == 1 and saved["batches"] >= 4:
+                raise RuntimeError("crash")
+
+    def run(callbacks, seed=7):
+        keras.utils.set_random_seed(seed)
+        flow = tff.models.cnf(3, hidden_units=(8,), steps=2)
+        flow.compile(optimizer=keras.optimizers.Adam(1e-2), steps_per_execution=4)
+        history = flow.fit(x[:64], batch_size=4, epochs=2, validation_data=x_val[:16],
+                           verbose=0, callbacks=callbacks)
+        return history, [w.numpy() for w in flow.weights]
+
+    straight, weights = run([])
+    backup = keras.callbacks.BackupAndRestore(folder, save_freq=1)
+    with pytest.raises(RuntimeError, match="crash"):
+        run([backup, Crash()])
+    assert _progress(folder)["batches"] == 4  # of 16, in epoch 1
+    resumed, resumed_weights = run([backup], seed=99)
+    assert resumed.epoch == [1]
+    assert set(straight.history) == {"loss", "fm_loss", "val_loss", "val_fm_loss"}
+    assert resumed.history == {k: v[1:] for k, v in straight.history.items()}
+    for a, b in zip(weights, resumed_weights):
+        np.testing.assert_array_equal(a, b)
+
 # -- export --------------------------------------------------------------------
 def test_only_staging_folders_of_dead_processes_here_are_stale(tmp_path):
     from tfflows import staging

@@ -19,7 +19,8 @@ def loss_curves(history, path, metric="nll"):
         if key in history:
             ax.plot(np.arange(1, len(history[key]) + 1), history[key], label=label)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("bits / dim" if metric == "bits_per_dim" else "NLL (nats / example)")
+    ax.set_ylabel({"bits_per_dim": "bits / dim", "fm_loss": "flow-matching loss"}.get(
+        metric, "NLL (nats / example)"))
     ax.legend()
     ax.set_title("Training curves")
     fig.tight_layout()

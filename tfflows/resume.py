@@ -38,9 +38,10 @@ fit's `FitPosition`:
   running totals; on restart the first `fit` epoch leaves those batches out
   and starts from those totals, so every batch is trained on once, in the
   order of the uninterrupted run, and the epoch's logged means are the same;
-- image flows draw their dequantization noise from a stateless generator
-  keyed on the seed, the optimizer's step count and the examples counted so
-  far in the epoch (or evaluation), all restored by the backup;
+- image flows draw their dequantization noise, and continuous flows their
+  flow-matching noise and times, from a stateless generator keyed on the
+  seed, the optimizer's step count and the examples counted so far in the
+  epoch (or evaluation), all restored by the backup;
 - a save is one file, written beside the last one and renamed over it
   (`os.replace`, after `fsync`): a kill at any moment leaves the previous
   complete backup or the new one. `training_metadata.json` is still written
@@ -135,9 +136,9 @@ def _steps(model):
 
 
 class _NoiseSeed:
-    """The dequantization noise's seed during `fit`: a function of the fit's
-    seed, the optimizer's step count, the examples counted so far in the
-    epoch or evaluation (`flow.nll_tracker.count`) and the replica, all of
+    """The seed of `fit`'s noise (dequantization, flow matching): a
+    function of the fit's seed, the optimizer's step count, the examples
+    counted so far in the epoch or evaluation (`flow.nll_tracker.count`) and the replica, all of
     which a backup restores. One per flow, made at its first `fit`: the
     compiled training step reads this `seed` variable."""
 
@@ -159,10 +160,13 @@ class _NoiseSeed:
 
 
 def _noise_seed(flow):
-    """The flow's `_NoiseSeed` (made on first use), or None if `fit` adds
-    no noise (not an image flow)."""
+    """The flow's `_NoiseSeed` (made on first use), or None if `fit` draws
+    no noise: image flows draw dequantization noise, continuous flows the
+    flow-matching noise and times (`FlowMatching`), other flows none."""
+    from tfflows.objectives import FlowMatching
+
     objective = flow.objective
-    if not objective.num_bins:
+    if not (objective.num_bins or isinstance(objective, FlowMatching)):
         return None
     if not isinstance(getattr(objective, "noise_seed_fn", None), _NoiseSeed):
         objective.noise_seed_fn = _NoiseSeed(flow)

@@ -27,6 +27,27 @@ ONNX_RTOL = 1e-5
 OPSET = 17
 
 
+# TensorFlow's gradient ops for dynamic shapes, which tf2onnx 1.17 has no
+# conversion for. Outside a loop TensorFlow folds them into constants before
+# conversion; inside a `tf.while_loop` body (a continuous flow's ODE solver,
+# whose exact trace takes a GradientTape at every step) they stay.
+UNCONVERTIBLE_LOOP_OPS = ("BroadcastGradientArgs", "ConcatOffset", "ShapeN")
+
+
+def unconvertible_loop_ops(saved_model_dir):
+    """Sorted op types of `UNCONVERTIBLE_LOOP_OPS` found in a while-loop
+    body of the SavedModel's graph (empty: nothing known to block ONNX)."""
+    from tensorflow.python.saved_model import loader_impl
+
+    found = set()
+    for meta_graph in loader_impl.parse_saved_model(saved_model_dir).meta_graphs:
+        for function in meta_graph.graph_def.library.function:
+            if "while_body" in function.signature.name:
+                found.update(node.op for node in function.node_def
+                             if node.op in UNCONVERTIBLE_LOOP_OPS)
+    return sorted(found)
+
+
 def _signature_inputs(loaded, name):
     fn = loaded.signatures[name]
     return {key: spec for key, spec in fn.structured_input_signature[1].items()}
@@ -92,10 +113,15 @@ def onnx(saved_model_dir, path, probe=None, atol=ONNX_ATOL, rtol=ONNX_RTOL):
     Returns:
       `{signature: (onnx path, max difference beyond rtol * |value|)}`.
 
+    Continuous flows (`tfflows.ContinuousFlow`) are refused with an
+    `ExportError` before any conversion: their ODE solver's `tf.while_loop`
+    computes the trace with a GradientTape at every step, and the gradient's
+    shape ops (`UNCONVERTIBLE_LOOP_OPS`) have no tf2onnx conversion.
+
     Raises:
       ValueError: a missing, incomplete or corrupted SavedModel (the message
         names the file), or `path` is a file.
-      ExportError: a conversion fails, onnxruntime rejects a model, or an
+      ExportError: a continuous flow (see above), a conversion fails, onnxruntime rejects a model, or an
         output differs from the SavedModel.
     """
     import onnxruntime
@@ -104,6 +130,13 @@ def onnx(saved_model_dir, path, probe=None, atol=ONNX_ATOL, rtol=ONNX_RTOL):
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"path must be a folder; {path!r} is a file")
     loaded = files.load_saved_model(saved_model_dir)
+    blocking = unconvertible_loop_ops(saved_model_dir)
+    if blocking:
+        raise ExportError(
+            f"{saved_model_dir} cannot be converted to ONNX: its solver loop takes "
+            f"gradients (a continuous flow's exact trace), whose ops "
+            f"{', '.join(blocking)} tf2onnx cannot convert inside an ONNX Loop; "
+            "serve the SavedModel instead")
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     remove_stale(parent, ".onnx-")  # left by killed conversions

@@ -4,7 +4,8 @@ Layout written under `out_dir`:
 
     models/<name>/<version>/     SavedModel (TF Serving model base path)
     models/models.config         TF Serving model config for the above
-    onnx/<name>/<signature>.onnx log_prob, encode, decode
+    onnx/<name>/<signature>.onnx log_prob, encode, decode (not for a
+                                 continuous flow: export.json's `onnx_note`)
     requests/<signature>.rest.json   REST predict bodies (columnar "inputs")
     requests/<signature>.grpc.json   gRPC PredictRequest in protobuf JSON
     export.json                  what was written (paths relative to
@@ -35,7 +36,7 @@ from google.protobuf import json_format
 
 from tfflows import files
 from tfflows.staging import fsync, fsync_tree, make, remove_stale
-from tfflows.export.onnx import onnx as export_onnx
+from tfflows.export.onnx import onnx as export_onnx, unconvertible_loop_ops
 from tfflows.export.saved_model import (LOG_PROB_ATOL, STAGING_PREFIX, _export,
                                         next_version, publish)
 from tfflows.export.signatures import SIGNATURES, probe_inputs
@@ -130,9 +131,16 @@ def run(model_path, out_dir, name=None, serving_root="/models"):
         _, parity = _export(flow, os.path.join(staging, model_dir), version,
                             False, LOG_PROB_ATOL)
         onnx_dir = os.path.join("onnx", name)
-        onnx_results = export_onnx(os.path.join(staging, version_dir),
-                                   os.path.join(staging, onnx_dir),
-                                   probe=probe_inputs(flow))
+        blocking = unconvertible_loop_ops(os.path.join(staging, version_dir))
+        if blocking:  # a continuous flow: SavedModel only (see export.onnx)
+            onnx_results, onnx_parts = {}, []
+            onnx_note = ("not exported: the ODE solver's loop takes gradients "
+                         f"(ops {', '.join(blocking)}) that tf2onnx cannot convert")
+        else:
+            onnx_results = export_onnx(os.path.join(staging, version_dir),
+                                       os.path.join(staging, onnx_dir),
+                                       probe=probe_inputs(flow))
+            onnx_parts, onnx_note = [onnx_dir], None
         with open(os.path.join(staging, "models", "models.config"), "w") as f:
             f.write(models_config(name, f"{serving_root}/{name}"))
         os.makedirs(os.path.join(staging, "requests"))
@@ -150,9 +158,11 @@ def run(model_path, out_dir, name=None, serving_root="/models"):
                          "max_abs_diff": d} for k, (p, d) in onnx_results.items()},
             "requests": "requests",
         }
+        if onnx_note:
+            summary["onnx_note"] = onnx_note
         with open(os.path.join(staging, "export.json"), "w") as f:
             json.dump(summary, f, indent=1)
-        _move_in(staging, out_dir, [onnx_dir, "requests",
+        _move_in(staging, out_dir, onnx_parts + ["requests",
                                     os.path.join("models", "models.config"),
                                     "export.json"], version_dir)
     finally:

@@ -1,0 +1,81 @@
+"""Serving a continuous flow: the SavedModel's four signatures with the RK4
+solver in the graph, parity with Keras, and ONNX's refusal (the solver loop
+takes gradients tf2onnx cannot convert)."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfflows as tff
+from tests.test_export import _cli
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A small CNF trained on two moons (RK4, 8 steps) and its SavedModel."""
+    keras.utils.set_random_seed(0)
+    x = tff.data.two_moons(1024, seed=0)
+    flow = tff.models.cnf(2, hidden_units=(16, 16), steps=8)
+    flow.compile(optimizer=keras.optimizers.Adam(3e-3))
+    flow.fit(x, batch_size=256, epochs=3, verbose=0)
+    path = tff.export.saved_model(flow, tmp_path_factory.mktemp("serving") / "cnf")
+    return flow, x, path
+
+
+def test_every_signature_matches_keras_after_reload(exported):
+    flow, _, path = exported
+    # The export's own check, again on the reloaded folder: same solver and
+    # steps on both sides, so the same float32 operations (1e-5 as for the
+    # other flows; measured 0).
+    diffs = tff.export.check_saved_model(flow, path)
+    assert set(diffs) == {"serving_default", "log_prob", "encode", "decode", "sample"}
+    assert max(diffs.values()) <= 1e-5
+
+
+def test_reloaded_signatures_on_data_and_a_round_trip(exported):
+    flow, x, path = exported
+    loaded = tf.saved_model.load(path)
+    rows = tf.constant(x[:64])
+    log_prob = loaded.signatures["log_prob"](x=rows)["log_prob"].numpy()
+    assert log_prob.shape == (64,)
+    np.testing.assert_allclose(log_prob, flow.log_prob(rows), atol=1e-5, rtol=1e-6)
+    z = loaded.signatures["encode"](x=rows)["z"]
+    np.testing.assert_allclose(z, flow.encode(rows), atol=1e-5)
+    back = loaded.signatures["decode"](z=z)["x"].numpy()
+    assert np.abs(back - x[:64]).max() < 1e-3  # RK4 at 8 steps, both ways
+    samples = loaded.signatures["sample"](
+        num_samples=tf.constant(5), temperature=tf.constant(1.0),
+        seed=tf.constant(3))["samples"].numpy()
+    assert samples.shape == (5, 2) and np.all(np.isfinite(samples))
+
+
+def test_signatures_seen_by_saved_model_cli(exported):
+    _, _, path = exported
+    shown = _cli("show", "--dir", path, "--all")
+    for name, inputs, outputs in [("serving_default", ["x"], ["log_prob"]),
+                                  ("log_prob", ["x"], ["log_prob"]),
+                                  ("encode", ["x"], ["z"]), ("decode", ["z"], ["x"]),
+                                  ("sample", ["num_samples", "temperature", "seed"],
+                                   ["samples"])]:
+        block = shown.split(f"signature_def['{name}']:")[1].split("signature_def[")[0]
+        for key in inputs:
+            assert f"inputs['{key}']" in block
+        for key in outputs:
+            assert f"outputs['{key}']" in block
+    assert "shape: (-1, 2)" in shown  # dynamic batch
+
+
+def test_onnx_refuses_a_continuous_flow_and_says_why(exported, tmp_path):
+    _, _, path = exported
+    out = tmp_path / "onnx"
+    with pytest.raises(tff.export.ExportError) as err:
+        tff.export.onnx(path, out)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "cannot be converted to ONNX" in message and "ShapeN" in message
+    assert "serve the SavedModel" in message
+    assert not out.exists()
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".onnx-")]
