@@ -5,7 +5,6 @@ The README's "Exploding inverses" section derives the bounds asserted here;
 `benchmarks/inverses.py` computes them and draws the figure.
 """
 
-import math
 
 import keras
 import numpy as np

@@ -357,7 +357,6 @@ def score(args):
     """Log-density of each row; with --threshold-from, a flag column from a
     threshold calibrated on held-out rows at --fpr (`tfflows.ood`), or with
     --batch-size also, the typicality test of consecutive batches."""
-    import numpy as np
 
     from tfflows import data, files, ood
 
