@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import tfflows as tff
+from tests.helpers import assert_signatures
 from tests.test_export import _cli
 
 
@@ -55,17 +56,7 @@ def test_reloaded_signatures_on_data_and_a_round_trip(exported):
 def test_signatures_seen_by_saved_model_cli(exported):
     _, _, path = exported
     shown = _cli("show", "--dir", path, "--all")
-    for name, inputs, outputs in [("serving_default", ["x"], ["log_prob"]),
-                                  ("log_prob", ["x"], ["log_prob"]),
-                                  ("encode", ["x"], ["z"]), ("decode", ["z"], ["x"]),
-                                  ("sample", ["num_samples", "temperature", "seed"],
-                                   ["samples"])]:
-        block = shown.split(f"signature_def['{name}']:")[1].split("signature_def[")[0]
-        for key in inputs:
-            assert f"inputs['{key}']" in block
-        for key in outputs:
-            assert f"outputs['{key}']" in block
-    assert "shape: (-1, 2)" in shown  # dynamic batch
+    assert_signatures(shown)
 
 
 def test_onnx_refuses_a_continuous_flow_and_says_why(exported, tmp_path):
