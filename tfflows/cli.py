@@ -180,7 +180,7 @@ def _export_run(out, model_path, name):
     from tfflows.export import ExportError, pipeline
 
     try:
-        pipeline.run(model_path, os.path.join(out, "serving"), name=name)
+        summary = pipeline.run(model_path, os.path.join(out, "serving"), name=name)
     except (ExportError, ValueError, OSError) as err:
         error = str(err)
     except KeyboardInterrupt:
@@ -193,6 +193,8 @@ def _export_run(out, model_path, name):
         error = f"{type(err).__name__}: {err}"
     else:
         error = None
+        if summary.get("onnx_note"):  # e.g. a continuous flow: SavedModel only
+            print(f"ONNX: {summary['onnx_note']}")
     os.remove(os.path.join(out, EXPORT_PENDING))
     return error
 
