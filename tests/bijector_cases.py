@@ -277,6 +277,25 @@ def ode(size=3, steps=16):
     return factory
 
 
+def ode_jvp(size=3, steps=16, trace="exact"):
+    """A CNF over a `VelocityMLP` with random weights (log-dets 0.22-0.25)
+    whose trace comes from the network's forward-mode `jvp`, as
+    `layers.Continuous` builds it: no GradientTape in the solver's loop.
+    `trace="hutchinson"` checks the log-det's consistency for fixed probes
+    (an estimate, so not the autodiff Jacobian's: see test_cnf)."""
+    def factory(dtype):
+        net = tff.nn.VelocityMLP(size, hidden_units=(8, 8), activation="tanh",
+                                 dtype=dtype.name)
+        net(tf.zeros([1, size], dtype), tf.zeros([1], dtype))
+        rng = np.random.default_rng(17)
+        for w in net.weights:
+            w.assign(0.25 * rng.standard_normal(w.shape))
+        bij = tff.bijectors.ODE(lambda x, t: net(x, t), size, steps=steps,
+                                trace=trace, jvp_fn=net.jvp)
+        return Case(bij, _normal([size], dtype), 1, net.trainable_variables)
+    return factory
+
+
 # -- layers: their bijector, bound to random weights, joins the registry -------
 def layer_data(shape, domain, batch=6, seed=0, dtype=tf.float32):
     """A data-side batch for a layer: N(0.3, 1.2^2), or U(0.05, 0.95)."""
@@ -373,6 +392,7 @@ CASES = {
     "radial_expanding": Entry(radial(0.7, 2.7)),       # β = 2
     "radial_near_collapse": Entry(radial(0.7, 0.007)),  # β = -0.99 α
     "ode_rk4_exact": Entry(ode()),
+    "ode_rk4_jvp": Entry(ode_jvp()),
     # Layers (tests/test_layers.py checks the layers themselves). Their
     # bijectors have float64 entries above, so these run in float32 only.
     "layer_additive_half": layer32(lambda **kw: L.AdditiveCoupling(

@@ -290,3 +290,76 @@ def test_trajectory_runs_from_the_latent_to_decode(moons_cnf):
     assert np.abs(path[1] - path[0]).mean() > 0.1  # it moved on the way
     with pytest.raises(ValueError, match="increasing"):
         flow.trajectory(z, [0.5, 0.2])
+
+
+@pytest.mark.parametrize("activation", ["silu", "tanh", "softplus", "sigmoid", "elu"])
+@pytest.mark.parametrize("context_dim", [None, 2])
+def test_forward_mode_jvp_equals_the_autodiff_jacobian(activation, context_dim):
+    rng = np.random.default_rng(4)
+    net = tff.nn.VelocityMLP(3, (8, 8), activation=activation,
+                             context_dim=context_dim, dtype="float64")
+    x = tf.constant(rng.standard_normal((5, 3)))
+    context = None if context_dim is None else tf.constant(rng.standard_normal((5, 2)))
+    t = tf.constant(0.3, tf.float64)
+    net(x, t, context)
+    for w in net.weights:
+        w.assign(0.7 * rng.standard_normal(w.shape))
+    tangents = tf.constant(rng.standard_normal((4, 5, 3)))
+    v, jv = net.jvp(x, t, tangents, context)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        reference = net(x, t, context)
+    jacobian = tape.batch_jacobian(reference, x)
+    np.testing.assert_allclose(v, reference, atol=1e-12)
+    np.testing.assert_allclose(
+        jv, tf.einsum("nij,pnj->pni", jacobian, tangents), atol=1e-12)
+
+
+def test_jvp_refuses_an_activation_without_a_known_derivative():
+    net = tff.nn.VelocityMLP(2, (4,), activation="gelu")
+    x = tf.zeros((3, 2))
+    net(x, tf.zeros((3,)))
+    assert not net.has_jvp
+    with pytest.raises(ValueError, match="VelocityMLP.jvp needs an activation"):
+        net.jvp(x, 0.0, tf.ones((1, 3, 2)))
+    # The layer's ODE then takes its trace with a GradientTape.
+    layer = L.Continuous(hidden_units=(4,), activation="gelu")
+    layer.build((None, 2))
+    assert layer.make_bijector()._jvp_fn is None
+
+
+@pytest.mark.parametrize("trace", ["exact", "hutchinson"])
+def test_forward_mode_and_tape_traces_agree(trace):
+    """The ODE's two ways to the trace (the network's jvp, or a tape's
+    VJP on the stacked probes) give one log-det for the same probes."""
+    layer = _trained_field(12)
+    layer.trace = trace
+    x = tf.constant(np.random.default_rng(5).standard_normal((6, 12)), tf.float32)
+    net = layer.network
+    with_jvp = tff.bijectors.ODE(lambda x, t: net(x, t), 12, steps=4, trace=trace,
+                                 jvp_fn=net.jvp)
+    with_tape = tff.bijectors.ODE(lambda x, t: net(x, t), 12, steps=4, trace=trace)
+    a = with_jvp.inverse_log_det_jacobian(x, 1)
+    b = with_tape.inverse_log_det_jacobian(x, 1)
+    assert np.abs(b).min() > 1e-2
+    np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-5)
+
+
+def test_rademacher_signs_look_independent_and_fair():
+    n, probes, d = 20_000, 4, 16
+    signs = tff.bijectors.ode.rademacher(n, probes, d, 0).numpy()
+    assert signs.shape == (probes, n, d) and set(np.unique(signs)) == {-1, 1}
+    assert abs(signs.mean()) < 4 / np.sqrt(signs.size)
+    rows = np.transpose(signs, (1, 0, 2)).reshape(n, probes * d).astype(float)
+    corr = rows.T @ rows / n
+    off = corr[~np.eye(probes * d, dtype=bool)]
+    # Independent fair signs: each off-diagonal entry ~ N(0, 1/n).
+    assert 0.9 < off.std() * np.sqrt(n) < 1.1
+    assert np.abs(off).max() * np.sqrt(n) < 5
+    for seed in (1, tf.constant([0, 1]), tf.constant([-3, 2**40])):
+        other = tff.bijectors.ode.rademacher(n, probes, d, seed).numpy()
+        assert abs(np.mean(other * signs)) < 4 / np.sqrt(signs.size)
+    # One graph, under XLA too, gives the same signs.
+    xla = tf.function(lambda n: tff.bijectors.ode.rademacher(n, probes, d, 0),
+                      jit_compile=True)
+    np.testing.assert_array_equal(xla(tf.constant(n)), signs)

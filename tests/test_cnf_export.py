@@ -1,6 +1,7 @@
 """Serving a continuous flow: the SavedModel's four signatures with the RK4
-solver in the graph, parity with Keras, and ONNX's refusal (the solver loop
-takes gradients tf2onnx cannot convert)."""
+solver in the graph, parity with Keras, ONNX models proven in onnxruntime
+(exact and Hutchinson traces, conditional), and ONNX's refusal when the
+solver loop would take gradients tf2onnx cannot convert."""
 
 import os
 
@@ -10,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tfflows as tff
+from tfflows.export.onnx import ONNX_ATOL
 from tests.helpers import assert_signatures
 from tests.test_export import _cli
 
@@ -59,14 +61,61 @@ def test_signatures_seen_by_saved_model_cli(exported):
     assert_signatures(shown)
 
 
-def test_onnx_refuses_a_continuous_flow_and_says_why(exported, tmp_path):
-    _, _, path = exported
+def test_onnx_models_match_the_saved_model(exported, tmp_path):
+    # The network's forward-mode jvp gives the trace in plain ops, so
+    # tf2onnx converts the RK4 loop into an ONNX Loop; `export.onnx` runs
+    # each model in onnxruntime against the SavedModel.
+    flow, x, path = exported
+    results = tff.export.onnx(path, tmp_path / "onnx")
+    assert sorted(results) == ["decode", "encode", "log_prob"]
+    assert max(diff for _, diff in results.values()) <= ONNX_ATOL
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "log_prob.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    (log_prob,) = session.run(None, {"x": x[:100]})
+    np.testing.assert_allclose(log_prob, flow.log_prob(x[:100]), atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("event_dim, context_dim", [(12, None), (3, 2)])
+def test_onnx_of_hutchinson_and_conditional_flows(event_dim, context_dim, tmp_path):
+    # D = 12: Hutchinson's trace, whose probes are an integer hash (plain
+    # ops), not a random op; a conditional flow takes `context` in ONNX too.
+    rng = np.random.default_rng(0)
+    flow = tff.models.cnf(event_dim, hidden_units=(8, 8), steps=4,
+                          context_dim=context_dim)
+    assert flow.continuous_layer.resolved_trace() == (
+        "hutchinson" if event_dim > 10 else "exact")
+    for w in flow.trainable_weights:
+        w.assign(w.numpy() + 0.3 * rng.standard_normal(w.shape).astype(w.dtype))
+    path = tff.export.saved_model(flow, tmp_path / "serving")
+    results = tff.export.onnx(path, tmp_path / "onnx")
+    assert sorted(results) == ["decode", "encode", "log_prob"]
+
+
+def test_onnx_refuses_a_tape_trace_and_says_why(tmp_path):
+    # An activation without a forward-mode derivative (gelu) leaves the
+    # trace to a GradientTape inside the loop: refused in one line, before
+    # any conversion, and nothing left behind.
+    flow = tff.models.cnf(2, hidden_units=(8,), steps=2, activation="gelu")
+    path = tff.export.saved_model(flow, tmp_path / "serving")
     out = tmp_path / "onnx"
     with pytest.raises(tff.export.ExportError) as err:
         tff.export.onnx(path, out)
     message = str(err.value)
     assert "\n" not in message
     assert "cannot be converted to ONNX" in message and "ShapeN" in message
-    assert "serve the SavedModel" in message
+    assert "serve the SavedModel" in message and "dopri5" in message
     assert not out.exists()
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".onnx-")]
+
+
+def test_pipeline_writes_the_saved_model_and_says_why_not_onnx(tmp_path):
+    from tfflows.export import pipeline
+
+    flow = tff.models.cnf(2, hidden_units=(8,), steps=2, activation="gelu")
+    flow.save(tmp_path / "cnf.keras")
+    summary = pipeline.run(tmp_path / "cnf.keras", tmp_path / "serving")
+    assert summary["onnx"] == {} and "ShapeN" in summary["onnx_note"]
+    assert (tmp_path / "serving" / summary["saved_model"] / "saved_model.pb").is_file()
+    assert not (tmp_path / "serving" / "onnx").exists()

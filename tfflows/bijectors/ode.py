@@ -6,7 +6,7 @@ import tensorflow_probability as tfp
 from tfflows._checks import integer, positive_number
 from tfflows.bijectors._base import FlowBijector
 
-__all__ = ["ODE", "EXACT_TRACE_MAX_DIM", "SOLVERS", "TRACES"]
+__all__ = ["ODE", "EXACT_TRACE_MAX_DIM", "SOLVERS", "TRACES", "rademacher"]
 
 SOLVERS = ("rk4", "dopri5")
 TRACES = ("auto", "exact", "hutchinson")
@@ -38,9 +38,9 @@ class ODE(FlowBijector):
       solver (measured below).
     - `"hutchinson"`: `(1/P) Σ_p ε_pᵀ J ε_p` with `P = num_probes`
       Rademacher probes `ε` drawn once per call from `probe_seed` (stateless)
-      and held fixed along the path (FFJORD, Grathwohl et al. 2018). Row
-      `i`'s probes depend only on the seed and `i` (drawn row-major as
-      `[n, P, D]`: a stateless draw's first rows do not depend on `n`), so
+      and held fixed along the path (FFJORD, Grathwohl et al. 2018): an
+      integer hash, `rademacher`, so they are plain ops in any graph. Row
+      `i`'s probes depend only on the seed and `i` (keys taken row-major), so
       a row keeps its estimate in any batch at the same position; it moves
       with the row's position, which a per-row seed would fix at the cost
       of one draw per row (not done: the estimate is unbiased either way,
@@ -52,6 +52,16 @@ class ODE(FlowBijector):
       order (a random value per row, fixed for a given batch and seed).
     - `"auto"` (default): exact for `D <= EXACT_TRACE_MAX_DIM` (10), else
       Hutchinson.
+
+    With `jvp_fn` (the network's forward-mode Jacobian-vector products, as
+    `tfflows.layers.Continuous` passes `VelocityMLP.jvp`), either trace is
+    `Σ_p weight · ε_pᵀ (J ε_p)` from one forward pass carrying the probes
+    as tangents: no backward pass, and no GradientTape in the solver's
+    loop, so tf2onnx converts the graph. Same values (tested); `log_prob`
+    of 10,000 points, 3x64 network, 32 RK4 steps, 2 shared cores: 1.9 s
+    against 3.4 s by the tape at D = 2 (exact), 3.1 s against 8.2 s at
+    D = 16 (Hutchinson, 4 probes). Without it, a tape's VJP on the stacked
+    probes (any velocity callable).
 
     Solvers:
 
@@ -68,7 +78,9 @@ class ODE(FlowBijector):
     1.9e-5 at 8 steps, 9.5e-7 at 16, 4.8e-7 at 32; log-densities at 32
     steps within 4.3e-6 of 64 steps'; Dormand-Prince at rtol = atol =
     1e-5 within 2.1e-4 of them (3e-2 at 1e-3). Hutchinson on the same
-    model (exact trace as reference, 5 seeds x 2000 rows): bias -0.015 +-
+    model (exact trace as reference, 5 seeds x 2000 rows; measured with
+    TensorFlow's stateless random signs, which the hash has replaced: the
+    unbiasedness test runs on the hash): bias -0.015 +-
     0.009 nats with 1 probe, +0.0001 +- 0.0045 with 4; standard deviation
     per row 0.91, 0.45 and 0.23 nats for 1, 4, 16 probes.
 
@@ -106,13 +118,20 @@ class ODE(FlowBijector):
       probe_seed: int seed of the probes, or a `[2]` int tensor (a
         stateless seed pair).
       context: `[K]` or `[..., K]` tensor broadcast against the batch, or None.
+      jvp_fn: optional `(x, t, tangents) -> (v, J tangents)` (with
+        `context` last when given), `tangents` `[P, n, D]`: the velocity
+        and its Jacobian-vector products by forward mode (e.g.
+        `tfflows.nn.VelocityMLP.jvp`). When given, the trace is
+        `Σ_p ε_pᵀ (J ε_p)` from it: no GradientTape in the solver's loop, so
+        no backward pass per evaluation and a graph tf2onnx converts.
       validate_args: check inputs are finite.
       name: bijector name.
     """
 
     def __init__(self, velocity_fn, event_size, solver="rk4", steps=32,
                  rtol=1e-5, atol=1e-5, trace="auto", num_probes=4,
-                 probe_seed=0, context=None, validate_args=False, name="ode"):
+                 probe_seed=0, context=None, jvp_fn=None, validate_args=False,
+                 name="ode"):
         parameters = dict(locals())
         if not callable(velocity_fn):
             raise ValueError(f"velocity_fn must be callable. Received: {velocity_fn!r}")
@@ -120,7 +139,10 @@ class ODE(FlowBijector):
             raise ValueError(f"solver must be one of {SOLVERS}. Received: solver={solver!r}")
         if trace not in TRACES:
             raise ValueError(f"trace must be one of {TRACES}. Received: trace={trace!r}")
+        if jvp_fn is not None and not callable(jvp_fn):
+            raise ValueError(f"jvp_fn must be callable or None. Received: {jvp_fn!r}")
         self._velocity_fn = velocity_fn
+        self._jvp_fn = jvp_fn
         self._event_size = integer("event_size", event_size)
         self._solver = solver
         self._steps = integer("steps", steps)
@@ -150,14 +172,8 @@ class ODE(FlowBijector):
         if self._trace == "exact":
             eye = tf.eye(d, dtype=dtype)[:, tf.newaxis, :]
             return tf.broadcast_to(eye, tf.stack([d, n, d])), 1.0
-        seed = self._probe_seed
-        seed = tf.cast(seed, tf.int32) if tf.is_tensor(seed) else [seed, 0]
-        # Row-major [n, P, D]: row i's probes do not depend on n.
-        signs = tf.random.stateless_uniform(
-            tf.stack([n, self._num_probes, d]), seed=seed,
-            minval=0, maxval=2, dtype=tf.int32)
-        signs = tf.transpose(signs, [1, 0, 2])
-        return tf.cast(2 * signs - 1, dtype), 1.0 / self._num_probes
+        signs = rademacher(n, self._num_probes, d, self._probe_seed)
+        return tf.cast(signs, dtype), 1.0 / self._num_probes
 
     def _velocity(self, x, t, context):
         if context is None:
@@ -165,8 +181,15 @@ class ODE(FlowBijector):
         return self._velocity_fn(x, t, context)
 
     def _velocity_and_trace(self, x, t, probes, weight, context):
-        """`(v(x, t) [n, D], trace or its estimate [n])`: one network call on
-        the batch stacked once per probe, one backward pass."""
+        """`(v(x, t) [n, D], trace or its estimate [n])`: with `jvp_fn`, one
+        forward-mode pass (the probes' tangents beside the batch); else one
+        network call on the batch stacked once per probe and one backward
+        pass."""
+        if self._jvp_fn is not None:
+            args = (x, t, probes) if context is None else (x, t, probes, context)
+            v, jv = self._jvp_fn(*args)
+            quad = tf.reduce_sum(tf.convert_to_tensor(jv) * probes, axis=-1)
+            return tf.convert_to_tensor(v), weight * tf.reduce_sum(quad, axis=0)
         count = probes.shape[0]
         n = tf.shape(x)[0]
         copies = tf.tile(x, [count, 1])
@@ -234,6 +257,64 @@ class ODE(FlowBijector):
 
     def _inverse_and_log_det(self, y):
         return self._integrate(y, reverse=True)
+
+
+# A prime modulus: every product below stays under 2**62 in int64.
+_MODULUS = 2**31 - 1
+# (multiplier, offset) of the hash's rounds.
+_ROUNDS = ((48271, 12345), (69621, 987654321), (16807, 555555555))
+
+
+def _mix(h):
+    """Scrambles int64 values in [0, _MODULUS): per round, a multiplication
+    and a squaring modulo the prime (the squaring makes it non-linear)."""
+    for multiplier, offset in _ROUNDS:
+        h = tf.math.floormod(h * multiplier, _MODULUS)
+        h = tf.math.floormod(h * h + offset, _MODULUS)
+    return h
+
+
+def rademacher(n, num_probes, event_size, seed):
+    """`[num_probes, n, event_size]` signs ±1 (int64) for Hutchinson's estimator.
+
+    A counter-based hash of `(seed, row, probe, coordinate)` in integer
+    multiplications and remainders modulo `2**31 - 1`, not a TensorFlow
+    random op: the same signs in TensorFlow, under XLA and in ONNX Runtime
+    (tf2onnx has no conversion for the stateless random ops), so an
+    exported continuous flow with Hutchinson's trace gives Keras's
+    log-densities. Row `i`'s signs depend only on the seed and `i` (keys
+    are taken row-major as `[n, P, D]`), so they do not change with the
+    batch size. Keys are distinct while `n * P * D < 2**31 - 1`. Measured
+    on 20,000 rows of 4 x 16 signs: mean within 1e-3 of 0, the 2,016
+    pairwise correlations of a row's entries with standard deviation
+    1.00 / sqrt(n) and largest 3.5 / sqrt(n), as for independent fair
+    signs; seeds 1..29 (either half) against seed 0 likewise.
+
+    Args:
+      n: number of rows (a scalar tensor or int).
+      num_probes: `P`.
+      event_size: `D`.
+      seed: a non-negative int, or a `[2]` integer tensor (any values).
+    """
+    if tf.is_tensor(seed):
+        seed = tf.cast(seed, tf.int64)
+        first, second = seed[0], seed[1]
+    else:
+        first, second = tf.constant(seed, tf.int64), tf.constant(0, tf.int64)
+    scrambled = _mix(tf.math.floormod(
+        _mix(tf.math.floormod(first, _MODULUS)) + tf.math.floormod(second, _MODULUS),
+        _MODULUS))
+    # Seeds differ by the multiplier as well as the offset, so two seeds'
+    # streams are not shifts of one another.
+    multiplier = 1 + tf.math.floormod(scrambled, _MODULUS - 1)
+    size = num_probes * event_size
+    keys = (tf.range(tf.cast(n, tf.int64), dtype=tf.int64)[:, tf.newaxis] * size
+            + tf.range(size, dtype=tf.int64))
+    h = _mix(tf.math.floormod(tf.math.floormod(keys, _MODULUS) * multiplier
+                              + scrambled, _MODULUS))
+    signs = tf.where(h > _MODULUS // 2, tf.constant(1, tf.int64), tf.constant(-1, tf.int64))
+    signs = tf.reshape(signs, tf.stack([tf.cast(n, tf.int32), num_probes, event_size]))
+    return tf.transpose(signs, [1, 0, 2])
 
 
 def _rk4(dynamics, state, steps, dtype):

@@ -29,8 +29,10 @@ OPSET = 17
 
 # TensorFlow's gradient ops for dynamic shapes, which tf2onnx 1.17 has no
 # conversion for. Outside a loop TensorFlow folds them into constants before
-# conversion; inside a `tf.while_loop` body (a continuous flow's ODE solver,
-# whose exact trace takes a GradientTape at every step) they stay.
+# conversion; inside a `tf.while_loop` body they stay: a continuous flow's
+# ODE solver whose trace takes a GradientTape at every step (a velocity
+# network without a forward-mode `jvp`, e.g. `activation="gelu"`, or TFP's
+# Dormand-Prince solver).
 UNCONVERTIBLE_LOOP_OPS = ("BroadcastGradientArgs", "ConcatOffset", "ShapeN")
 
 
@@ -113,15 +115,23 @@ def onnx(saved_model_dir, path, probe=None, atol=ONNX_ATOL, rtol=ONNX_RTOL):
     Returns:
       `{signature: (onnx path, max difference beyond rtol * |value|)}`.
 
-    Continuous flows (`tfflows.ContinuousFlow`) are refused with an
-    `ExportError` before any conversion: their ODE solver's `tf.while_loop`
-    computes the trace with a GradientTape at every step, and the gradient's
-    shape ops (`UNCONVERTIBLE_LOOP_OPS`) have no tf2onnx conversion.
+    Continuous flows (`tfflows.ContinuousFlow`) convert with their RK4
+    loop as an ONNX `Loop`: the velocity network's forward-mode `jvp` gives
+    the trace in plain ops, and Hutchinson's probes are an integer hash
+    (`tfflows.bijectors.ode.rademacher`), not a random op. One whose
+    network has no `jvp` (an activation outside
+    `tfflows.nn.velocity.ACTIVATION_DERIVATIVES`) takes the trace with a
+    GradientTape inside the loop, whose shape ops (`UNCONVERTIBLE_LOOP_OPS`)
+    tf2onnx cannot convert: refused with an `ExportError` before any
+    conversion. The same holds for `solver="dopri5"`: TFP's adaptive
+    solver takes gradients inside its loop. Set `layer.solver = "rk4"`
+    (same weights) before exporting for ONNX.
 
     Raises:
       ValueError: a missing, incomplete or corrupted SavedModel (the message
         names the file), or `path` is a file.
-      ExportError: a continuous flow (see above), a conversion fails, onnxruntime rejects a model, or an
+      ExportError: a continuous flow whose trace needs a tape (see above), a
+        conversion fails, onnxruntime rejects a model, or an
         output differs from the SavedModel.
     """
     import onnxruntime
@@ -134,9 +144,10 @@ def onnx(saved_model_dir, path, probe=None, atol=ONNX_ATOL, rtol=ONNX_RTOL):
     if blocking:
         raise ExportError(
             f"{saved_model_dir} cannot be converted to ONNX: its solver loop takes "
-            f"gradients (a continuous flow's exact trace), whose ops "
+            f"gradients (a continuous flow with solver='dopri5', or whose velocity "
+            f"network has no forward-mode jvp, e.g. activation='gelu'), whose ops "
             f"{', '.join(blocking)} tf2onnx cannot convert inside an ONNX Loop; "
-            "serve the SavedModel instead")
+            "serve the SavedModel, or export a solver='rk4' flow")
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     remove_stale(parent, ".onnx-")  # left by killed conversions

@@ -5,7 +5,8 @@ Layout written under `out_dir`:
     models/<name>/<version>/     SavedModel (TF Serving model base path)
     models/models.config         TF Serving model config for the above
     onnx/<name>/<signature>.onnx log_prob, encode, decode (not for a
-                                 continuous flow: export.json's `onnx_note`)
+                                 continuous flow whose trace needs a tape:
+                                 export.json's `onnx_note`)
     requests/<signature>.rest.json   REST predict bodies (columnar "inputs")
     requests/<signature>.grpc.json   gRPC PredictRequest in protobuf JSON
     export.json                  what was written (paths relative to
@@ -132,7 +133,7 @@ def run(model_path, out_dir, name=None, serving_root="/models"):
                             False, LOG_PROB_ATOL)
         onnx_dir = os.path.join("onnx", name)
         blocking = unconvertible_loop_ops(os.path.join(staging, version_dir))
-        if blocking:  # a continuous flow: SavedModel only (see export.onnx)
+        if blocking:  # a tape inside a CNF's loop: SavedModel only (see export.onnx)
             onnx_results, onnx_parts = {}, []
             onnx_note = ("not exported: the ODE solver's loop takes gradients "
                          f"(ops {', '.join(blocking)}) that tf2onnx cannot convert")

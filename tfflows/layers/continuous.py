@@ -100,7 +100,11 @@ class Continuous(FlowLayer):
         net = self.network
         fn = ((lambda x, t: net(x, t)) if context is None
               else (lambda x, t, c: net(x, t, c)))
-        return tfb_.ODE(fn, self._event_size, solver=self.solver,
+        jvp = None
+        if net.has_jvp:
+            jvp = ((lambda x, t, eps: net.jvp(x, t, eps)) if context is None
+                   else (lambda x, t, eps, c: net.jvp(x, t, eps, c)))
+        return tfb_.ODE(fn, self._event_size, solver=self.solver, jvp_fn=jvp,
                         steps=self.steps, rtol=self.rtol, atol=self.atol,
                         trace=self.trace, num_probes=self.num_probes,
                         probe_seed=(self.probe_seed if probe_seed is None
