@@ -114,6 +114,13 @@ def test_density_integrates_to_one_on_a_grid(moons_cnf):
     assert -np.mean(flow.log_prob(x[:1000])) < 2.2
 
 
+def test_held_out_nll_beats_the_best_gaussian(moons_cnf):
+    flow, x, _ = moons_cnf
+    test = tff.data.two_moons(1000, seed=5)
+    nll = -float(np.mean(flow.log_prob(test)))
+    assert nll < tff.data.gaussian_nll(x, test) - 0.6
+
+
 def test_dormand_prince_agrees_with_rk4(moons_cnf):
     flow, x, _ = moons_cnf
     layer = flow.continuous_layer
