@@ -33,6 +33,59 @@ def test_fit_logs_the_flow_matching_loss(moons_cnf):
     assert set(metrics) == {"loss", "fm_loss"} and metrics["loss"] > 0
 
 
+def test_validation_loss_is_the_same_every_time(moons_cnf):
+    # The validation draws (t, z) are keyed by each row's values: the same
+    # rows give the same val_fm_loss in any evaluation, batch size or order.
+    flow, x, _ = moons_cnf
+    first = flow.evaluate(x[:512], verbose=0, return_dict=True)["fm_loss"]
+    again = flow.evaluate(x[:512], verbose=0, return_dict=True)["fm_loss"]
+    assert first == again
+    shuffled = flow.evaluate(x[:512][::-1], batch_size=100, verbose=0,
+                             return_dict=True)["fm_loss"]
+    np.testing.assert_allclose(shuffled, first, rtol=1e-5)
+    other_rows = flow.evaluate(x[512:1024], verbose=0, return_dict=True)["fm_loss"]
+    assert other_rows != first
+
+
+def test_row_keyed_draws_depend_on_the_row_alone():
+    from tfflows.objectives import row_keyed_draws
+    x = np.random.default_rng(0).standard_normal((20_000, 3)).astype(np.float32)
+    t, z = (np.asarray(v) for v in row_keyed_draws(x, None, seed=0))
+    t_one, z_one = row_keyed_draws(x[7:8], None, seed=0)
+    assert t_one[0] == t[7] and np.array_equal(z_one[0], z[7])
+    # U(0, 1) and N(0, I), independent of each other and of the seed's twin
+    assert abs(t.mean() - 0.5) < 0.01 and abs(t.var() - 1 / 12) < 0.003
+    assert np.abs(z.mean(0)).max() < 0.03 and np.abs(z.std(0) - 1).max() < 0.03
+    assert np.abs(np.corrcoef(np.column_stack([t, z]).T) - np.eye(4)).max() < 0.03
+    t_other, _ = row_keyed_draws(x, None, seed=1)
+    assert abs(np.corrcoef(t, t_other)[0, 1]) < 0.03
+    # with a context, the context is part of the key
+    t_c, _ = row_keyed_draws(x[:100], np.ones((100, 2), np.float32), seed=0)
+    assert not np.array_equal(np.asarray(t_c), t[:100])
+    # several draws per row: the batch repeated, draw-major, all different
+    t4, z4 = row_keyed_draws(x[:100], None, seed=0, draws=4)
+    assert t4.shape == (400,) and z4.shape == (400, 3)
+    np.testing.assert_array_equal(t4[:100], t[:100])
+    assert len(np.unique(np.asarray(t4))) == 400
+
+
+def test_early_stopping_keeps_the_best_validation_loss():
+    # Deterministic validation: the restored weights score exactly the best
+    # val_fm_loss the history logged (fresh noise would not reproduce it).
+    keras.utils.set_random_seed(1)
+    x = tff.data.two_moons(1536, seed=1)
+    flow = tff.models.cnf(2, hidden_units=(16, 16))
+    flow.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = flow.fit(x[:1024], batch_size=128, epochs=12, verbose=0,
+                       validation_data=x[1024:], callbacks=[
+                           keras.callbacks.EarlyStopping(
+                               "val_loss", patience=3, restore_best_weights=True)])
+    val = history.history["val_fm_loss"]
+    assert np.allclose(val, history.history["val_loss"])
+    best = flow.evaluate(x[1024:], verbose=0, return_dict=True)["fm_loss"]
+    np.testing.assert_allclose(best, min(val), rtol=1e-5)
+
+
 def test_fresh_cnf_is_the_identity():
     flow = tff.models.cnf(3, hidden_units=(8,))
     x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
@@ -59,6 +112,13 @@ def test_density_integrates_to_one_on_a_grid(moons_cnf):
     assert abs(mass - 1.0) < 0.03
     # and it has learnt the moons: better than a standard normal
     assert -np.mean(flow.log_prob(x[:1000])) < 2.2
+
+
+def test_held_out_nll_beats_the_best_gaussian(moons_cnf):
+    flow, x, _ = moons_cnf
+    test = tff.data.two_moons(1000, seed=5)
+    nll = -float(np.mean(flow.log_prob(test)))
+    assert nll < tff.data.gaussian_nll(x, test) - 0.6
 
 
 def test_dormand_prince_agrees_with_rk4(moons_cnf):

@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from tfflows.flow import Flow, _as_graph_when_eager
 from tfflows.layers.continuous import Continuous
-from tfflows.objectives import FlowMatching, MaximumLikelihood, split_inputs
+from tfflows.objectives import (VALIDATION_SEED, FlowMatching, MaximumLikelihood,
+                                split_inputs)
 
 OBJECTIVES = ("flow_matching", "likelihood")
 
@@ -28,11 +29,25 @@ class ContinuousFlow(Flow):
     Training, `objective="flow_matching"` (default): `fit` minimises the
     conditional flow-matching loss on the
     optimal-transport path (`tfflows.objectives.FlowMatching`): one network
-    call per step, no ODE solve. It logs `loss` = `fm_loss` (the mean
-    squared velocity error, not a likelihood); `evaluate` and the
-    validation figures are the same loss on the validation data (cheap).
-    For a held-out NLL use `-flow.log_prob(x_val).mean()`, which solves the
-    ODE. `predict` returns `log_prob`, as for every flow.
+    call per step on `draws` (t, z) pairs per example, no ODE solve. It
+    logs `loss` = `fm_loss` (the mean squared velocity error, not a
+    likelihood). Training draws fresh noise every step; `evaluate` and the
+    validation figures are the same loss with draws keyed by each row's
+    values (`tfflows.objectives.row_keyed_draws`), so the same rows score
+    the same in every epoch and `val_loss` (= `val_fm_loss`) can drive
+    `keras.callbacks.EarlyStopping("val_loss", restore_best_weights=True)`
+    (Keras's automatic `mode` knows `val_loss`; for `val_fm_loss` pass
+    `mode="min"`). For a held-out NLL use `-flow.log_prob(x_val).mean()`,
+    which solves the ODE; as an early-stopping signal it chose the same
+    epochs as `val_loss` on breast cancer at 30x the cost (BENCHMARKS.md).
+    `predict` returns `log_prob`, as for every flow.
+
+    `draws` (8 by default) pairs each example of a batch with that many
+    times and base points: the network sees `draws` times the batch, the
+    gradient's variance from the random path falls, and a held-out NLL at
+    a fixed epoch budget improves (two moons, 50 epochs: 1.95 / 2.03
+    nats with 1 draw, 1.44 / 1.77 with 8, seeds 0 / 1) for 2x the time of
+    an epoch. `draws=1` is plain flow matching.
 
     Training, `objective="likelihood"` (FFJORD, Grathwohl et al. 2018,
     https://arxiv.org/abs/1810.01367): `fit` minimises `-log_prob(x)` with
@@ -67,11 +82,12 @@ class ContinuousFlow(Flow):
       sigma_min: the flow-matching path's width at the data (0 by default).
       objective: "flow_matching" (default) or "likelihood"; saved in the
         config, so `.keras` files keep it.
+      draws: flow matching's (t, z) draws per example and step (8).
       **kwargs: as `Flow` (`name`, `dtype`).
     """
 
     def __init__(self, layers, event_shape, context_dim=None, sigma_min=0.0,
-                 objective="flow_matching", **kwargs):
+                 objective="flow_matching", draws=8, **kwargs):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}. "
                              f"Received: objective={objective!r}")
@@ -85,9 +101,10 @@ class ContinuousFlow(Flow):
                 or not isinstance(self.flow_layers[0], Continuous)):
             raise ValueError("ContinuousFlow takes one tfflows.layers.Continuous "
                              f"layer. Received: {self.flow_layers!r}")
-        self._sigma_min = FlowMatching(self.event_shape, sigma_min).sigma_min
+        matching = FlowMatching(self.event_shape, sigma_min, draws)
+        self._sigma_min, self._draws = matching.sigma_min, matching.draws
         if objective == "flow_matching":
-            self.objective = FlowMatching(self.event_shape, sigma_min)
+            self.objective = matching
         self._flow_matching_in_test = False
 
     def _default_objective(self):
@@ -212,8 +229,11 @@ class ContinuousFlow(Flow):
                                              inverse=True)
                 return self.base_log_prob(z) + ldj
             return self.log_prob(x, context)
-        if training or self._flow_matching_in_test:
+        if training:
             return self.objective.residuals(self.velocity, x, context)
+        if self._flow_matching_in_test:
+            return self.objective.residuals(self.velocity, x, context,
+                                            row_seed=VALIDATION_SEED)
         return super().call(inputs, training=training)
 
     def test_step(self, data):
@@ -231,4 +251,4 @@ class ContinuousFlow(Flow):
         config = super().get_config()
         config.pop("num_bins", None)
         return {**config, "sigma_min": self.sigma_min,
-                "objective": self._objective_name}
+                "objective": self._objective_name, "draws": self._draws}

@@ -308,7 +308,7 @@ def radial(event_dim, num_layers=16, actnorm=True, name="radial"):
 def cnf(event_dim, hidden_units=(64, 64, 64), context_dim=None,
         activation="silu", solver="rk4", steps=32, rtol=1e-5, atol=1e-5,
         trace="auto", num_probes=4, sigma_min=0.0, objective="flow_matching",
-        name="cnf"):
+        name="cnf", draws=8):
     """A continuous normalizing flow `dx/dt = v(x, t[, context])`, trained
     by flow matching (Lipman et al. 2022, https://arxiv.org/abs/2210.02747).
 
@@ -319,7 +319,10 @@ def cnf(event_dim, hidden_units=(64, 64, 64), context_dim=None,
     `solver` ("rk4" with `steps` fixed steps, or "dopri5" with `rtol`,
     `atol`) and the trace rule `trace` (see `tfflows.bijectors.ODE`).
     `objective="likelihood"` trains by maximum likelihood through the ODE
-    instead (FFJORD; see `tfflows.ContinuousFlow` for its cost).
+    instead (FFJORD; see `tfflows.ContinuousFlow` for its cost). `draws`:
+    flow matching's (t, z) draws per example and step (see
+    `tfflows.ContinuousFlow`); its validation loss is deterministic, so
+    `EarlyStopping("val_loss", restore_best_weights=True)` works.
     """
     _check_positive(event_dim=event_dim)
     layer = L.Continuous(hidden_units=hidden_units, activation=activation,
@@ -327,4 +330,5 @@ def cnf(event_dim, hidden_units=(64, 64, 64), context_dim=None,
                          trace=trace, num_probes=num_probes,
                          context_dim=context_dim)
     return ContinuousFlow([layer], (event_dim,), context_dim=context_dim,
-                          sigma_min=sigma_min, objective=objective, name=name)
+                          sigma_min=sigma_min, objective=objective, draws=draws,
+                          name=name)

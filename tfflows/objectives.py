@@ -28,10 +28,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfflows._checks import integer
 from tfflows.bijectors.logit import bits_per_dim, uniform_dequantize
 
 __all__ = ["MaximumLikelihood", "FlowMatching", "ReverseKL", "Estimate", "split_inputs",
-           "effective_sample_size", "log_normalizer"]
+           "effective_sample_size", "log_normalizer", "row_keyed_draws"]
 
 
 Estimate = collections.namedtuple("Estimate", ["value", "stderr"])
@@ -148,10 +149,73 @@ class MaximumLikelihood:
         return values
 
 
+VALIDATION_SEED = 0
+_GOLDEN = 0x9E3779B9
+
+
+def _fmix32(h):
+    """MurmurHash3's 32-bit finaliser: a bijection of uint32 that mixes
+    every input bit into every output bit."""
+    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, tf.constant(16, tf.uint32)))
+    h = h * tf.constant(0x85EBCA6B, tf.uint32)
+    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, tf.constant(13, tf.uint32)))
+    h = h * tf.constant(0xC2B2AE35, tf.uint32)
+    return tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, tf.constant(16, tf.uint32)))
+
+
+def row_keyed_draws(x, context, seed, draws=1):
+    """Flow matching's `(t, z)` for each row, keyed by the row's values.
+
+    Each row's 32-bit key hashes the float32 bits of its values and of its
+    context (MurmurHash3's finaliser over each word and its position,
+    summed, finalised again); its time and base point are counter-based
+    draws from that key and `seed`: `D + 1` hashed counters as uniforms
+    in (0, 1), the base point through the normal quantile. So a row gets
+    the same draws in any batch, batch size, order or epoch (rows with
+    the same values share them), as a validation loss that is compared
+    across epochs needs; no random op or state is involved, and the graph
+    is XLA-compilable.
+
+    Args:
+      x: `[batch, *event_shape]`.
+      context: `[batch, K]` or None.
+      seed: a Python int.
+
+    Returns:
+      `(t [batch], z [batch, *event_shape])` in `x`'s dtype.
+    """
+    x = tf.convert_to_tensor(x)
+    batch = tf.shape(x)[0]
+    words = [tf.reshape(tf.cast(x, tf.float32), [batch, -1])]
+    if context is not None:
+        words.append(tf.reshape(tf.cast(context, tf.float32), [batch, -1]))
+    words = tf.bitcast(tf.concat(words, -1), tf.uint32)
+    positions = tf.range(tf.shape(words)[1], dtype=tf.int32)
+    position_keys = _fmix32(tf.cast(positions, tf.uint32) * tf.constant(_GOLDEN, tf.uint32)
+                            + tf.constant(int(seed) % 2**32, tf.uint32))
+    key = _fmix32(tf.reduce_sum(_fmix32(tf.bitwise.bitwise_xor(words, position_keys)),
+                                axis=-1))
+    size = tf.reduce_prod(tf.shape(x)[1:])
+    counters = tf.cast(tf.range(draws * (size + 1)), tf.uint32) * tf.constant(_GOLDEN, tf.uint32)
+    bits = _fmix32(_fmix32(key[:, None] + counters[None, :])
+                   + tf.constant(0x632BE5AB, tf.uint32))
+    if draws > 1:  # draw-major rows: [draws * batch, size + 1]
+        bits = tf.reshape(tf.transpose(tf.reshape(bits, [batch, draws, size + 1]),
+                                       [1, 0, 2]), [draws * batch, size + 1])
+        x = tf.concat([x] * draws, 0)
+    # The top 24 bits, centred in their bin: uniforms in (0, 1), never 0 or 1.
+    uniform = (tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32)
+               + 0.5) / 2.0**24
+    t = tf.cast(uniform[:, 0], x.dtype)
+    z = tf.reshape(tf.cast(tf.math.ndtri(uniform[:, 1:]), x.dtype), tf.shape(x))
+    return t, z
+
+
 class FlowMatching:
     """Conditional flow matching on the optimal-transport path (Lipman et al. 2022).
 
-    With data `x`, noise `z ~ N(0, I)` and `t ~ U[0, 1)` drawn per example:
+    With data `x`, noise `z ~ N(0, I)` and `t ~ U[0, 1)` drawn per example
+    (`draws` pairs `(t, z)` per example, the loss averaged over them):
 
     ```none
     x_t = (1 - (1 - σ_min) t) z + t x           (the path from z at t=0 to x at t=1)
@@ -174,13 +238,18 @@ class FlowMatching:
       event_shape: the flow's event shape.
       sigma_min: width left around each data point at t=1 (0 by default:
         the path ends at `x`), in [0, 1).
+      draws: `(t, z)` pairs per example (1): the batch is repeated `draws`
+        times (one network call on all of it) and each example's loss is
+        the mean over its draws, a lower-variance estimate of the same
+        loss for `draws` times the arithmetic.
     """
 
     num_bins = None
     metric_names = ["fm_loss"]
 
-    def __init__(self, event_shape, sigma_min=0.0):
+    def __init__(self, event_shape, sigma_min=0.0, draws=1):
         self.event_shape = tuple(int(d) for d in event_shape)
+        self.draws = integer("draws", draws)
         sigma_min = float(sigma_min)
         if not 0.0 <= sigma_min < 1.0:
             raise ValueError("sigma_min must be in [0, 1). Received: "
@@ -203,7 +272,7 @@ class FlowMatching:
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return split_inputs(x)
 
-    def residuals(self, velocity_fn, x, context=None, seed=None):
+    def residuals(self, velocity_fn, x, context=None, seed=None, row_seed=None):
         """`||v(x_t, t) - u_t||²` per example, `[batch]`.
 
         Args:
@@ -212,26 +281,42 @@ class FlowMatching:
           context: `[batch, K]` or None.
           seed: a pair for stateless noise; None uses `noise_seed_fn` if a
             training loop set one, else fresh noise.
+          row_seed: an int: each row's `(t, z)` is a function of this seed
+            and of the row's values (and context) alone
+            (`row_keyed_draws`), the same in any batch, order or epoch;
+            `seed` and `noise_seed_fn` are then unused. Validation
+            (`ContinuousFlow.test_step`) passes `VALIDATION_SEED`.
         """
         x = tf.convert_to_tensor(x)
-        if seed is None and self.noise_seed_fn is not None:
-            seed = self.noise_seed_fn()
+        rows = tf.shape(x)[:1]
+        if row_seed is not None:
+            t, z = row_keyed_draws(x, context, row_seed, self.draws)
+        if self.draws > 1:  # the batch `draws` times over, draw-major
+            x = tf.concat([x] * self.draws, 0)
+            if context is not None:
+                context = tf.concat([tf.convert_to_tensor(context)] * self.draws, 0)
         batch = tf.shape(x)[:1]
-        if seed is None:
-            z = tf.random.normal(tf.shape(x), dtype=x.dtype)
-            t = tf.random.uniform(batch, dtype=x.dtype)
-        else:
-            seeds = tf.random.experimental.stateless_split(seed, 2)
-            z = tf.random.stateless_normal(tf.shape(x), seeds[0], dtype=x.dtype)
-            t = tf.random.stateless_uniform(batch, seeds[1], dtype=x.dtype)
+        if row_seed is None:
+            if seed is None and self.noise_seed_fn is not None:
+                seed = self.noise_seed_fn()
+            if seed is None:
+                z = tf.random.normal(tf.shape(x), dtype=x.dtype)
+                t = tf.random.uniform(batch, dtype=x.dtype)
+            else:
+                seeds = tf.random.experimental.stateless_split(seed, 2)
+                z = tf.random.stateless_normal(tf.shape(x), seeds[0], dtype=x.dtype)
+                t = tf.random.stateless_uniform(batch, seeds[1], dtype=x.dtype)
         shrink = 1.0 - self.sigma_min
         t_event = tf.reshape(t, tf.concat([batch, tf.ones([len(self.event_shape)],
                                                           tf.int32)], 0))
         x_t = (1.0 - shrink * t_event) * z + t_event * x
         target = x - shrink * z
         error = tf.convert_to_tensor(velocity_fn(x_t, t, context)) - target
-        return tf.reduce_sum(tf.reshape(tf.square(error), tf.concat([batch, [-1]], 0)),
-                             axis=-1)
+        squares = tf.reduce_sum(tf.reshape(tf.square(error), tf.concat([batch, [-1]], 0)),
+                                axis=-1)
+        if self.draws > 1:
+            squares = tf.reduce_mean(tf.reshape(squares, tf.concat([[self.draws], rows], 0)), 0)
+        return squares
 
     def per_example_loss(self, residuals):
         return tf.convert_to_tensor(residuals)
