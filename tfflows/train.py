@@ -8,14 +8,14 @@ import numpy as np
 import tensorflow as tf
 
 from tfflows.flow import Flow
-from tfflows.objectives import split_inputs
+from tfflows.objectives import FlowMatching, split_inputs
 
 __all__ = ["distributed_fit"]
 
 
 def distributed_fit(flow, dataset, strategy, epochs, checkpoint_dir,
                     steps_per_epoch=None, verbose=1):
-    """Trains a `Flow` by maximum likelihood under any `tf.distribute` strategy.
+    """Trains a `Flow` by its objective under any `tf.distribute` strategy.
 
     Why this exists: Keras 3's `Model.fit` does not run under
     `tf.distribute.MultiWorkerMirroredStrategy` (keras-team/keras#20585).
@@ -29,7 +29,10 @@ def distributed_fit(flow, dataset, strategy, epochs, checkpoint_dir,
     batch size (`tf.nn.compute_average_loss`); image flows (`num_bins` set)
     add uniform dequantization noise of one bin to every batch, as `fit`
     does; the gradients are summed across replicas and applied with
-    `flow.optimizer`.
+    `flow.optimizer`. A flow-matched continuous flow
+    (`tfflows.ContinuousFlow`) minimises its flow-matching loss instead and
+    logs `fm_loss`, as its `fit` does: every replica takes the flow's own
+    training output (`flow(x, training=True)`).
 
     Before the first step every actnorm layer is initialised eagerly from the
     first batch of the (undistributed) `dataset` with `flow.initialize`, as
@@ -139,11 +142,12 @@ def distributed_fit(flow, dataset, strategy, epochs, checkpoint_dir,
                                         if tf.as_dtype(v.dtype).is_floating])
 
     dist_dataset = strategy.experimental_distribute_dataset(dataset)
-    # Image flows: the noise of a step is a function of this seed and the
-    # optimizer's step count, so a resumed run draws what an uninterrupted
-    # one would have (the same seed after keras.utils.set_random_seed).
-    noise_seed = (int(np.random.randint(0, 2**31 - 1)) if flow.num_bins
-                  else None)
+    # Image flows' dequantization and flow matching's (t, z): the noise of a
+    # step is a function of this seed and the optimizer's step count, so a
+    # resumed run draws what an uninterrupted one would have (the same seed
+    # after keras.utils.set_random_seed).
+    noisy = flow.num_bins or isinstance(flow.objective, FlowMatching)
+    noise_seed = int(np.random.randint(0, 2**31 - 1)) if noisy else None
     step = _make_step(flow, strategy, dist_dataset.element_spec, noise_seed)
 
     if verbose and start:
@@ -282,25 +286,38 @@ def _make_step(flow, strategy, element_spec, noise_seed=None):
             tf.cast(replica, tf.int64))
 
     def replica_step(batch):
-        x, context = objective.inputs(batch, seed=batch_seed())
+        seed = batch_seed()
+        x, context = objective.inputs(batch, seed=seed)
         # The true global batch size, so a ragged last batch split unevenly
         # across replicas still weighs every example the same.
         size = tf.cast(tf.shape(x)[0], tf.float32)
         global_size = tf.distribute.get_replica_context().all_reduce(
             tf.distribute.ReduceOp.SUM, size)
-        with tf.GradientTape() as tape:
-            log_prob = flow.log_prob(x, context)
-            loss = tf.nn.compute_average_loss(
-                objective.per_example_loss(log_prob),
-                global_batch_size=tf.cast(global_size, tf.int64))
-            if flow.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(flow.losses))
+        # The flow's training output, as `fit` takes it: log-densities, or a
+        # flow-matched CNF's residuals, whose noise (like dequantization's)
+        # is keyed on this step's seed.
+        inputs = x if context is None else {"x": x, "context": context}
+        keyed = seed is not None and hasattr(objective, "noise_seed_fn")
+        previous = getattr(objective, "noise_seed_fn", None)
+        if keyed:
+            objective.noise_seed_fn = lambda: seed
+        try:
+            with tf.GradientTape() as tape:
+                output = flow(inputs, training=True)
+                loss = tf.nn.compute_average_loss(
+                    objective.per_example_loss(output),
+                    global_batch_size=tf.cast(global_size, tf.int64))
+                if flow.losses:
+                    loss += tf.nn.scale_regularization_loss(tf.add_n(flow.losses))
+        finally:
+            if keyed:
+                objective.noise_seed_fn = previous
         variables = flow.trainable_variables
         gradients = tape.gradient(loss, variables)
         flow.optimizer.apply_gradients(zip(gradients, variables))
-        values = objective.metrics(log_prob)
+        values = objective.metrics(output)
         sums = [tf.reduce_sum(values[name]) for name in objective.metric_names]
-        return sums, tf.cast(tf.shape(log_prob)[0], log_prob.dtype)
+        return sums, tf.cast(tf.shape(output)[0], output.dtype)
 
     @tf.function(input_signature=[element_spec], autograph=False)
     def step(batch):
