@@ -246,9 +246,9 @@ def _user_path_rows(table, name, num_rows, ours, theirs, first):
                   *(_cell(r, ",.0f") for r in rates),
                   _speedup(rates[0], rates[1]), _speedup(rates[0], rates[2]), "")
     if 1 in ours["calls"]:
-        setup = ours["calls"][1][0] - ours["epoch_seconds"][0]
-        within = ours["calls"][1][0] / ours["epoch_seconds"][0] - 1
-        table.add(f"{name}: a call's own set-up (1-epoch call − warm epoch, s)",
+        setup = ours["setup_seconds"][1]
+        within = setup / (ours["calls"][1][0] - setup)
+        table.add(f"{name}: a call's own set-up (1-epoch call − its epoch, s)",
                   f"{setup:.3f} ({within:+.0%})", "", "", "", "",
                   _verdict("< 0.1 s", setup < 0.1))
 
@@ -368,7 +368,9 @@ every epoch's shuffle, callbacks; the examples/s are E epochs of rows over
 the call's wall time), E epochs of TFP's loop (its step traced before; a
 loop has no set-up of its own) and zuko's whole loop for E epochs on a new
 model (tensor, optimizer, shuffles). A call's own set-up is the 1-epoch
-call's time less a warm epoch's (in brackets: how much longer the call is).
+call's time less that call's own epoch, timed from `on_epoch_begin` to
+`on_epoch_end` inside it (in brackets: how much longer the call is than
+its epoch).
 The first finished step is timed in a new process for each library, from
 `fit` (or the loop) on a new model to the end of its first step: tracing,
 XLA compilation and one-time start-up included (tfflows' first execution
@@ -462,10 +464,11 @@ arithmetic (2 CPU cores, 2026-11-23):
   about half a second per call). The per-epoch pipeline, one gather per
   batch, now runs without autotuning, epochs unchanged (interleaved
   medians 0.957 against 0.960 s): a call's set-up is 0.02-0.05 s before
-  its first epoch and 2 ms after its last. The set-up row is the 1-epoch
-  call less the median warm epoch, so for the spline flows, whose epochs
-  take 4 s and vary by 10% on a loaded machine, it carries that spread
-  (NSF-AR: 0.52 s in the row, 0.02-0.03 s + 2 ms timed directly).
+  its first epoch and 2 ms after its last. The set-up row was first the 1-epoch
+  call less the median warm epoch of other calls, so for the spline
+  flows, whose epochs take 3-4 s and vary by 10% on a loaded machine, it
+  carried that spread (NSF-AR: 0.52 s in the 2026-12-02 row, 0.03 s timed
+  within one call); it is now the call less its own epoch.
 - The first finished step. In a new process a flow's first step pays the
   tracing of its training graph in Python, graph optimisation, XLA's
   compile where `Flow.compile` chose XLA, and TensorFlow's one-time

@@ -55,6 +55,8 @@ def training_throughput(flow, reference, x, batch_size, epochs,
     - `calls`: `{E: (tfflows, TFP)}` seconds of a whole `fit(x, epochs=E)`
       call (`fit_call_seconds`) and of E epochs of TFP's loop
       (`tfp_call_seconds`), for each E in `call_epochs`, in turn;
+    - `setup_seconds`: `{E: s}` the part of that `fit` call outside its
+      epochs (the call less its own epochs' times);
     - `xla`: whether `Flow.compile` chose XLA.
     """
     flow.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
@@ -68,13 +70,16 @@ def training_throughput(flow, reference, x, batch_size, epochs,
         ours.append(timer.times[0])
         theirs.append(run_tfp_epoch())
     ratios = np.asarray(theirs) / np.asarray(ours)
-    calls = {e: (fit_call_seconds(flow, x, batch_size, e),
-                 tfp_call_seconds(run_tfp_epoch, e)) for e in call_epochs}
+    calls, setups = {}, {}
+    for e in call_epochs:
+        call, epoch_sum = fit_call_seconds(flow, x, batch_size, e)
+        calls[e] = (call, tfp_call_seconds(run_tfp_epoch, e))
+        setups[e] = call - epoch_sum
     return {"ours": len(x) / np.median(ours), "theirs": len(x) / np.median(theirs),
             "speedup": float(np.median(ratios)),
             "spread": (float(ratios.min()), float(ratios.max())),
             "epoch_seconds": (float(np.median(ours)), float(np.median(theirs))),
-            "calls": calls, "xla": flow.jit_compile}
+            "calls": calls, "setup_seconds": setups, "xla": flow.jit_compile}
 
 
 def sampling_seconds(flow, reference, num_samples, repeats):
@@ -131,12 +136,17 @@ def matmul_flops_per_example(flow):
 
 
 def fit_call_seconds(flow, x, batch_size, epochs):
-    """Wall time of one whole `flow.fit(x, epochs=epochs)` call on a flow
-    that has trained before (traced and compiled): what a user's second
-    call pays, data adapter, every epoch's shuffle and callbacks included."""
+    """`(call, epochs)`: wall time of one whole `flow.fit(x, epochs=epochs)`
+    call on a flow that has trained before (traced and compiled), what a
+    user's second call pays (data adapter, every epoch's shuffle and
+    callbacks included), and the sum of its epochs' own times (from
+    `on_epoch_begin` to `on_epoch_end` of the same call): the difference
+    is the call's own set-up, measured within one call, so an epoch's
+    spread from call to call does not enter it."""
+    timer = EpochTimer()
     start = time.perf_counter()
-    flow.fit(x, batch_size=batch_size, epochs=epochs, verbose=0)
-    return time.perf_counter() - start
+    flow.fit(x, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[timer])
+    return time.perf_counter() - start, float(np.sum(timer.times))
 
 
 def tfp_call_seconds(run_epoch, epochs):
