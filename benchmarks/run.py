@@ -472,19 +472,38 @@ arithmetic (2 CPU cores, 2026-11-23):
 - The first finished step. In a new process a flow's first step pays the
   tracing of its training graph in Python, graph optimisation, XLA's
   compile where `Flow.compile` chose XLA, and TensorFlow's one-time
-  start-up. MAF and RealNVP take 3-6 s; the spline flows 9-16 s (NSF-C
-  without XLA: 7.8 s tracing its 9,075 graph ops of forward, backward and
-  Adam, 4.4 s first execution; XLA adds 6.6 s), against 25-31 s for TFP's
-  spline flows and about 1.5 s for zuko, which traces nothing (most of it
-  importing `torch._dynamo`). The spline's graph, not its arithmetic, is
-  what remains to cut.
-- The matmul floor. The dense matmuls alone of a MAF training step take
-  4.1 ms here against tfflows' 8.3 ms step (49%), TFP's 19.9 (20%) and
-  zuko's 12.0 (34%). The rest of tfflows' step is MADE's masking, the
-  affine map and its clamp, the log-density and Adam over 114k parameters,
-  most of it fused by XLA. 2x zuko's MAF would need a step at 68% of the
-  floor; a dense-only TensorFlow step has no masks, no log-density and no
-  optimizer and is what the floor times.
+  start-up. On a quiet machine (2026-12-05, the Intel host above) MAF and
+  RealNVP take about 3 s, NSF-AR 6.5 s and NSF-C 9.5 s, against 17-21 s for TFP's spline
+  flows and about 1 s for zuko, which traces nothing. (The 2026-12-02
+  run, on another 2-core host (AMD EPYC), measured 3.3-16 s.) NSF-C's 9.5 s, timed apart: tracing 2.5 s (8,374 graph
+  nodes of forward, backward and Adam; 3,249 of them constants; the
+  forward `log_prob` alone 2,594), XLA's compile of the step 4.4 s, 16
+  steps 0.33 s, the rest the outer loop's graph optimisation.
+  `XLA_FLAGS=--xla_backend_optimization_level=0` or `1` leaves it at
+  9.4 s (the time is not LLVM's), and without XLA the first step still
+  takes 6.7 s (tracing and TensorFlow's graph optimisation), so neither
+  switch meets 5 s: the graph's size is what remains to cut (for
+  instance one compiled coupling applied to stacked weights in a loop,
+  instead of eight copies of it).
+- The matmul floor. On a quiet machine the dense matmuls alone of a MAF
+  training step take 1.94 ms (oneDNN) against tfflows' 5.76 ms step
+  (34%), TFP's 9.87 (20%) and zuko's 6.84 (28%). (The 2026-12-02 run's
+  49% was of a 4.05 ms floor on the AMD host: a library's share of the
+  floor depends on the machine.) MAF trains
+  under XLA, whose CPU matmul is about 1.8x slower than oneDNN's at
+  these shapes (above), so its dots alone take about 3.5 ms of the
+  5.76; the rest is MADE's masking, the affine map and its clamp, the
+  log-density and Adam over 114k parameters, most of it fused. 2x
+  zuko's MAF would need a step of 3.4 ms, 57% of the oneDNN floor and
+  faster than XLA's dots alone: out of reach while the step runs under
+  XLA, and without XLA the unfused elementwise work costs more (8.4
+  against 6.9 ms). What would move it: XLA's CPU dots through oneDNN,
+  or a step without XLA whose elementwise work is fused by hand.
+- MAF sampling. 0.147 s for 10,000 points against TFP's 0.223 (1.52x)
+  on the quiet machine (1.92x in the 2026-12-02 run on the AMD host). The same graph compiled with XLA samples in 0.104
+  s (2.2x TFP's), but XLA compiles once per distinct number of samples
+  (its shapes are static), a second or more per new `num_samples`, so
+  eager `sample` stays a plain graph.
 - Eager calls. `Flow.log_prob`, `sample`, `encode` and `decode` run as cached
   graphs when called eagerly (2-3x faster than eager at 10,000 examples);
   the table times both libraries inside `tf.function` to compare the graphs.
