@@ -261,44 +261,15 @@ def test_distributed_fit_image_flow_logs_bits_per_dim_and_resumes(tmp_path):
     assert done.history == {}
 
 
-def test_resuming_matches_an_uninterrupted_run(tmp_path):
-    # The checkpoint holds every flow weight (actnorm's `initialized` flag
-    # included), the optimizer's state and the epoch: 2 + 1 epochs == 3.
+def _straight_and_resumed(make_flow, dataset, tmp_path):
+    """`(straight, resumed, history)`: a flow trained 3 epochs by
+    `distributed_fit` in one call, and one trained 2 epochs, then resumed
+    from that call's checkpoint to 3 (its call runs epoch 3 only)."""
     strategy = tf.distribute.get_strategy()
-    dataset = tf.data.Dataset.from_tensor_slices(data.two_moons(128)).batch(32)
 
     def fresh():
         keras.utils.set_random_seed(0)
-        flow = _small_flow()
-        flow.compile(optimizer=keras.optimizers.Adam(1e-2))
-        return flow
-
-    def fit(flow, epochs, name):
-        return tff.train.distributed_fit(flow, dataset, strategy, epochs=epochs,
-                                         checkpoint_dir=str(tmp_path / name),
-                                         verbose=0)
-
-    straight = fresh()
-    fit(straight, 3, "straight")
-    fit(fresh(), 2, "resumed")
-    resumed = fresh()
-    assert fit(resumed, 3, "resumed").epoch == [2]
-    for a, b in zip(straight.weights, resumed.weights):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6,
-                                   err_msg=b.path)
-    assert int(resumed.optimizer.iterations.numpy()) == 3 * 4
-
-
-def test_distributed_fit_trains_a_cnf_by_flow_matching_and_resumes(tmp_path):
-    # The replicas take the flow's training output, so a flow-matched CNF
-    # minimises fm_loss (not -log_prob through the ODE), with its (t, z)
-    # keyed on the step: a resumed run ends where a straight one does.
-    strategy = tf.distribute.get_strategy()
-    dataset = tf.data.Dataset.from_tensor_slices(data.two_moons(512)).batch(64)
-
-    def fresh():
-        keras.utils.set_random_seed(0)
-        flow = tff.models.cnf(2, hidden_units=(16, 16), steps=4, draws=2)
+        flow = make_flow()
         flow.compile(optimizer=keras.optimizers.Adam(1e-2))
         return flow
 
@@ -309,13 +280,33 @@ def test_distributed_fit_trains_a_cnf_by_flow_matching_and_resumes(tmp_path):
 
     straight = fresh()
     history = fit(straight, 3, "straight").history
-    assert sorted(history) == ["fm_loss"]
-    # A fresh CNF's velocity is 0, so its loss starts at E||x - z||^2 ~ 2 + 2.
-    assert history["fm_loss"][0] < 4.5 and history["fm_loss"][-1] < history["fm_loss"][0]
     fit(fresh(), 2, "resumed")
     resumed = fresh()
     assert fit(resumed, 3, "resumed").epoch == [2]
     for a, b in zip(straight.weights, resumed.weights):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=b.path)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6,
+                                   err_msg=b.path)
+    return straight, resumed, history
+
+
+def test_resuming_matches_an_uninterrupted_run(tmp_path):
+    # The checkpoint holds every flow weight (actnorm's `initialized` flag
+    # included), the optimizer's state and the epoch: 2 + 1 epochs == 3.
+    dataset = tf.data.Dataset.from_tensor_slices(data.two_moons(128)).batch(32)
+    _, resumed, _ = _straight_and_resumed(_small_flow, dataset, tmp_path)
+    assert int(resumed.optimizer.iterations.numpy()) == 3 * 4
+
+
+def test_distributed_fit_trains_a_cnf_by_flow_matching_and_resumes(tmp_path):
+    # The replicas take the flow's training output, so a flow-matched CNF
+    # minimises fm_loss (not -log_prob through the ODE), with its (t, z)
+    # keyed on the step: a resumed run ends where a straight one does.
+    dataset = tf.data.Dataset.from_tensor_slices(data.two_moons(512)).batch(64)
+    straight, _, history = _straight_and_resumed(
+        lambda: tff.models.cnf(2, hidden_units=(16, 16), steps=4, draws=2),
+        dataset, tmp_path)
+    assert sorted(history) == ["fm_loss"]
+    # A fresh CNF's velocity is 0, so its loss starts at E||x - z||^2 ~ 2 + 2.
+    assert history["fm_loss"][0] < 4.5 and history["fm_loss"][-1] < history["fm_loss"][0]
     x = data.two_moons(256, seed=1)
     assert -np.mean(straight.log_prob(x)) < 2.8  # the best Gaussian: ~2.73
