@@ -496,9 +496,16 @@ arithmetic (2 CPU cores, 2026-11-23):
   log-density and Adam over 114k parameters, most of it fused. 2x
   zuko's MAF would need a step of 3.4 ms, 57% of the oneDNN floor and
   faster than XLA's dots alone: out of reach while the step runs under
-  XLA, and without XLA the unfused elementwise work costs more (8.4
-  against 6.9 ms). What would move it: XLA's CPU dots through oneDNN,
-  or a step without XLA whose elementwise work is fused by hand.
+  XLA, and without XLA the unfused elementwise work costs more (7.1-7.4
+  against 5.3-5.5 ms for the Keras step alone). The step timed in parts (2026-12-05, 50-step medians):
+  forward 1.9-2.1 ms, forward and gradients 4.6-4.8, Adam's update 0.5-0.8
+  more under XLA (SGD's: 0.1); without XLA 2.5 / 6.5-6.8 / 0.2-0.5.
+  Tried without gain: XLA_FLAGS `--xla_cpu_use_onednn`,
+  `--xla_cpu_experimental_onednn_custom_call`, `--xla_cpu_use_xnnpack`,
+  `--xla_cpu_use_thunk_runtime=false` (5.9-6.6 ms against 5.9-6.4), and
+  the gradients under XLA with Adam outside it (7.05 ms: the gradients
+  leave the compiled cluster). What could still move it: a step without
+  XLA whose elementwise work is fused by hand.
 - MAF sampling. 0.147 s for 10,000 points against TFP's 0.223 (1.52x)
   on the quiet machine (1.92x in the 2026-12-02 run on the AMD host). The same graph compiled with XLA samples in 0.104
   s (2.2x TFP's), but XLA compiles once per distinct number of samples
