@@ -245,12 +245,17 @@ class MADE(keras.layers.Layer):
         parameters of the input of degree `step + 1` only.
 
         They depend only on hidden units of degree <= `step`, which (degrees
-        sorted) are a prefix of each layer, so step `k` of a D-step
-        autoregressive solve multiplies `k/D`-sized blocks instead of the whole
-        network: about a third of the arithmetic of D full passes for two
-        hidden layers. `column` is the input's index (a Python int); `step` is
-        a Python int, so every block has a static shape (XLA and ONNX
-        friendly). Masked kernels are computed once, here.
+        sorted) are a prefix of each layer. Called for steps 0, 1, ..., D-1
+        in turn (as a D-step autoregressive solve does), step `k` adds only
+        what became known since step `k - 1`: each layer's units of degree
+        `k` (the first layer's from `x`) into the next layer's
+        pre-activations, kept in running sums. The D steps
+        together do the matmul arithmetic of one pass of the network, not
+        D. A step called out of that order is computed from the prefix
+        blocks alone (`k/D`-sized blocks of every layer). `column` is the
+        input's index (a Python int); `step` is a Python int, so every
+        block has a static shape (XLA and ONNX friendly). Masked kernels
+        are computed once, here.
         """
         if not self.supports_steps:
             raise ValueError(f"MADE '{self.name}' has unsorted hidden degrees "
@@ -275,7 +280,11 @@ class MADE(keras.layers.Layer):
                 return zeros + bias
             return ops.matmul(h, kernel) + bias
 
-        def fn(x, step):
+        def output_slice(column):
+            return (slice(column, None, self.event_size) if self.param_major
+                    else slice(column * p, (column + 1) * p))
+
+        def from_prefixes(x, step):
             column = int(columns[step])
             h, rows = ops.cast(x, self.compute_dtype), self.event_size
             zeros = ops.zeros_like(h[..., :1])  # [..., 1], broadcasts
@@ -285,9 +294,70 @@ class MADE(keras.layers.Layer):
                 if k == 0 and context is not None:
                     h = h + into_first[..., :units]
                 h, rows = self.activation(h), units
-            out = (slice(column, None, self.event_size) if self.param_major
-                   else slice(column * p, (column + 1) * p))
+            out = output_slice(column)
             params = dense(h, rows, kernels[last][:rows, out], biases[last][out], zeros)
+            if context is not None:
+                params = params + into_output[..., out]
+            return params, column
+
+        # Running pre-activations of every layer (the output's last), with
+        # everything known up to the previous step added in. A running sum
+        # over the output adds `D * num_params` columns at every step: where
+        # that is wider than the last hidden layer, its activations are kept
+        # (joined as they come) and each step multiplies the column's block.
+        state = {"next": None, "sums": None, "kept": None}
+        keep_last = self.event_size * p > self.hidden_units[-1]
+
+        def zeros_like_out(h, out):
+            width = len(range(*out.indices(self.event_size * p)))
+            return ops.zeros(tuple(ops.shape(h)[:-1]) + (width,), dtype=h.dtype)
+
+        def fn(x, step):
+            h = ops.cast(x, self.compute_dtype)
+            if step == 0:
+                zeros = ops.zeros_like(h[..., :1])
+                # sums[0] is unused (the first layer reads x itself), and so
+                # is the output's when the last hidden layer's activations
+                # are kept instead.
+                sums = [None] + [zeros + b for b in biases[1:]]
+                if context is not None:
+                    sums[last] = sums[last] + into_output
+                state.update(sums=sums, kept=[])
+            elif step != state["next"]:
+                return from_prefixes(x, step)
+            state["next"] = step + 1
+            sums, kept = state["sums"], state["kept"]
+            for k in range(last):  # units of degree `step`, layer by layer
+                start = int(prefixes[k][step - 1]) if step > 0 else 0
+                stop = int(prefixes[k][step])
+                if stop == start:
+                    continue
+                if k == 0:  # every input they see is in x by now
+                    pre = ops.matmul(h, kernels[0][:, start:stop]) + biases[0][start:stop]
+                    if context is not None:
+                        pre = pre + into_first[..., start:stop]
+                else:
+                    pre = sums[k][..., start:stop]
+                h_new = self.activation(pre)
+                if k + 1 == last and keep_last:
+                    kept.append(h_new)
+                else:
+                    sums[k + 1] = sums[k + 1] + ops.matmul(h_new, kernels[k + 1][start:stop])
+            column = int(columns[step])
+            out = output_slice(column)
+            if not keep_last:
+                return sums[last][..., out], column
+            # A wide output (splines' 3K - 1 parameters per input): the
+            # column's parameters from the last layer's units so far, not a
+            # running sum over every output.
+            rows = int(prefixes[last - 1][step])
+            if rows == 0:
+                params = zeros_like_out(h, out) + biases[last][out]
+            else:
+                hidden = kept[0] if len(kept) == 1 else ops.concatenate(kept, axis=-1)
+                if len(kept) > 1:
+                    kept[:] = [hidden]
+                params = ops.matmul(hidden, kernels[last][:rows, out]) + biases[last][out]
             if context is not None:
                 params = params + into_output[..., out]
             return params, column
