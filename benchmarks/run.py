@@ -473,7 +473,7 @@ arithmetic (2 CPU cores, 2026-11-23):
   tracing of its training graph in Python, graph optimisation, XLA's
   compile where `Flow.compile` chose XLA, and TensorFlow's one-time
   start-up. On a quiet machine (2026-12-05, the Intel host above) MAF and
-  RealNVP take about 3 s, NSF-AR 6.5 s and NSF-C 9.5 s, against 17-21 s for TFP's spline
+  RealNVP take about 3 s, NSF-AR 6.4-6.5 s and NSF-C 9.3-9.5 s (two runs), against 17-21 s for TFP's spline
   flows and about 1 s for zuko, which traces nothing. (The 2026-12-02
   run, on another 2-core host (AMD EPYC), measured 3.3-16 s.) NSF-C's 9.5 s, timed apart: tracing 2.5 s (8,374 graph
   nodes of forward, backward and Adam; 3,249 of them constants; the
@@ -486,15 +486,16 @@ arithmetic (2 CPU cores, 2026-11-23):
   instance one compiled coupling applied to stacked weights in a loop,
   instead of eight copies of it).
 - The matmul floor. On a quiet machine the dense matmuls alone of a MAF
-  training step take 1.94 ms (oneDNN) against tfflows' 5.76 ms step
-  (34%), TFP's 9.87 (20%) and zuko's 6.84 (28%). (The 2026-12-02 run's
+  training step take 1.77-1.94 ms (oneDNN; two runs) against tfflows'
+  4.99-5.76 ms step (34-35%), TFP's 7.60-9.87 (20-23%) and zuko's
+  6.50-6.84 (27-28%). (The 2026-12-02 run's
   49% was of a 4.05 ms floor on the AMD host: a library's share of the
   floor depends on the machine.) MAF trains
   under XLA, whose CPU matmul is about 1.8x slower than oneDNN's at
-  these shapes (above), so its dots alone take about 3.5 ms of the
-  5.76; the rest is MADE's masking, the affine map and its clamp, the
+  these shapes (above), so its dots alone take about 3.2-3.5 ms of
+  the step; the rest is MADE's masking, the affine map and its clamp, the
   log-density and Adam over 114k parameters, most of it fused. 2x
-  zuko's MAF would need a step of 3.4 ms, 57% of the oneDNN floor and
+  zuko's MAF would need a step of 3.25-3.4 ms, 54-57% of the oneDNN floor and
   faster than XLA's dots alone: out of reach while the step runs under
   XLA, and without XLA the unfused elementwise work costs more (7.1-7.4
   against 5.3-5.5 ms for the Keras step alone). The step timed in parts (2026-12-05, 50-step medians):
@@ -506,11 +507,19 @@ arithmetic (2 CPU cores, 2026-11-23):
   the gradients under XLA with Adam outside it (7.05 ms: the gradients
   leave the compiled cluster). What could still move it: a step without
   XLA whose elementwise work is fused by hand.
-- MAF sampling. 0.147 s for 10,000 points against TFP's 0.223 (1.52x)
-  on the quiet machine (1.92x in the 2026-12-02 run on the AMD host). The same graph compiled with XLA samples in 0.104
-  s (2.2x TFP's), but XLA compiles once per distinct number of samples
-  (its shapes are static), a second or more per new `num_samples`, so
-  eager `sample` stays a plain graph.
+- MAF sampling, 2026-12-05. `MADE.step_fn` recomputed, at step k of
+  the D-step solve, every hidden unit of degree <= k (prefix blocks):
+  units of earlier degrees were computed again at every step. Now the
+  steps keep running sums of each layer's pre-activations and add only
+  the units of degree k (the first layer's straight from `x`); where the
+  output is wider than the last hidden layer (splines: 3K - 1 parameters
+  per input) the last layer's activations are kept instead and each step
+  multiplies the column's block. Paired medians of 9, 10,000 points:
+  MAF sampling 0.118 against 0.138 s, IAF's density 0.120 against 0.138,
+  NSF-AR sampling unchanged (0.29 s). The same graph compiled with XLA
+  samples in 0.072 s (3x TFP's), but XLA compiles once per distinct
+  number of samples (its shapes are static), a second or more per new
+  `num_samples`, so eager `sample` stays a plain graph.
 - Eager calls. `Flow.log_prob`, `sample`, `encode` and `decode` run as cached
   graphs when called eagerly (2-3x faster than eager at 10,000 examples);
   the table times both libraries inside `tf.function` to compare the graphs.

@@ -14,8 +14,8 @@ from tfflows.layers.base import FlowLayer, build_network
 __all__ = ["MaskedAutoregressive"]
 
 # Up to this many dimensions the sequential direction (MAF sampling, IAF
-# density) runs unrolled static steps over prefix blocks of MADE (about 3x
-# less arithmetic than D full passes); above it, a tf.while_loop of full
+# density) runs unrolled static steps of `MADE.step_fn` (together the
+# matmuls of about one pass, not D); above it, a tf.while_loop of full
 # passes keeps the graph small.
 STEPWISE_MAX_EVENT_SIZE = 64
 
