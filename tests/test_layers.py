@@ -7,6 +7,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfflows import layers as L
+from tfflows.nn import MADE
 from tests.bijector_cases import LAYER_CASES, built_layer, layer_data
 from tests.helpers import copy, perturb
 
@@ -207,3 +208,17 @@ def test_non_conditional_layer_rejects_context(name):
 def test_context_dim_on_unconditional_layer_type_raises(cls):
     with pytest.raises(ValueError, match="takes no context"):
         cls(context_dim=2)
+
+
+def test_unseeded_layers_are_reproducible_after_set_random_seed():
+    # Layers built without a seed draw one from NumPy's global generator,
+    # which keras.utils.set_random_seed seeds: the same flow every time.
+    def build():
+        keras.utils.set_random_seed(7)
+        return (L.InvertibleConv1x1().seed,
+                L.MaskedAutoregressive(hidden_units=(4,), input_order="random").seed,
+                MADE(3, 2, hidden_units=(4,), input_order="random").seed)
+    first = build()
+    assert build() == first
+    keras.utils.set_random_seed(8)
+    assert L.InvertibleConv1x1().seed != first[0]

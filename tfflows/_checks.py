@@ -15,6 +15,8 @@ do not.
 import math
 import numbers
 
+import numpy as np
+
 __all__ = ["integer", "widths", "positive_number", "flag"]
 
 
@@ -57,3 +59,10 @@ def flag(name, value, optional=False):
         raise ValueError(f"{name} must be {'None, ' if optional else ''}True or "
                          f"False. Received: {name}={value!r}")
     return value
+
+
+def draw_seed():
+    """A seed for a layer built without one: drawn from NumPy's global
+    generator, so flows built after `keras.utils.set_random_seed` (which
+    seeds it) are the same every time, and differ otherwise."""
+    return int(np.random.randint(0, 2**31 - 1))

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from tfflows._checks import draw_seed
 from tfflows import bijectors as tfb_
 from tfflows.bijectors import lu
 from tfflows.layers.base import FlowLayer, bound
@@ -19,7 +20,9 @@ class InvertibleConv1x1(FlowLayer):
     `log|s|` trained. Works on NHWC images and on vectors.
 
     Args:
-      seed: seed of the initial rotation (kept in the config).
+      seed: seed of the initial rotation (kept in the config). None draws
+        one from NumPy's global generator, so a flow built after
+        `keras.utils.set_random_seed` is the same every time.
     """
 
     xla_on_cpu = True  # the LU assembly is a string of small elementwise ops
@@ -27,7 +30,7 @@ class InvertibleConv1x1(FlowLayer):
     def __init__(self, seed=None, **kwargs):
         super().__init__(**kwargs)
         if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+            seed = draw_seed()
         self.seed = int(seed)
 
     def build(self, input_shape):

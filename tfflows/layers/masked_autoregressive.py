@@ -5,7 +5,7 @@ import numpy as np
 
 from tfflows import bijectors as tfb_
 from tfflows import nn
-from tfflows._checks import widths
+from tfflows._checks import draw_seed, widths
 from tfflows.bijectors import transformers
 from tfflows.layers._transformer import (make_transformer, transformer_config,
                                          upgrade_config)
@@ -74,7 +74,7 @@ class MaskedAutoregressive(FlowLayer):
         self.input_order = input_order
         self.activation = activation
         if seed is None:  # realised now, so the config reproduces the order
-            seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+            seed = draw_seed()
         self.seed = int(seed)
         self.param_major = bool(param_major)
         if transformer == "affine":

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfflows._checks import integer, widths
+from tfflows._checks import draw_seed, integer, widths
 
 __all__ = ["MADE"]
 
@@ -153,7 +153,7 @@ class MADE(keras.layers.Layer):
         seed = integer("seed", seed, minimum=0, optional=True)
         if seed is None and (hidden_degrees == "random" or (
                 isinstance(input_order, str) and input_order == "random")):
-            seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+            seed = draw_seed()
         self.seed = seed
         order_rng, hidden_rng = (np.random.default_rng(s)
                                  for s in np.random.SeedSequence(seed or 0).spawn(2))
