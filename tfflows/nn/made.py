@@ -308,10 +308,6 @@ class MADE(keras.layers.Layer):
         state = {"next": None, "sums": None, "kept": None}
         keep_last = self.event_size * p > self.hidden_units[-1]
 
-        def zeros_like_out(h, out):
-            width = len(range(*out.indices(self.event_size * p)))
-            return ops.zeros(tuple(ops.shape(h)[:-1]) + (width,), dtype=h.dtype)
-
         def fn(x, step):
             h = ops.cast(x, self.compute_dtype)
             if step == 0:
@@ -350,14 +346,12 @@ class MADE(keras.layers.Layer):
             # A wide output (splines' 3K - 1 parameters per input): the
             # column's parameters from the last layer's units so far, not a
             # running sum over every output.
+            if len(kept) > 1:
+                kept[:] = [ops.concatenate(kept, axis=-1)]
+            hidden = kept[0] if kept else h  # h is not read when no unit is kept
             rows = int(prefixes[last - 1][step])
-            if rows == 0:
-                params = zeros_like_out(h, out) + biases[last][out]
-            else:
-                hidden = kept[0] if len(kept) == 1 else ops.concatenate(kept, axis=-1)
-                if len(kept) > 1:
-                    kept[:] = [hidden]
-                params = ops.matmul(hidden, kernels[last][:rows, out]) + biases[last][out]
+            params = dense(hidden, rows, kernels[last][:rows, out], biases[last][out],
+                           ops.zeros_like(h[..., :1]))
             if context is not None:
                 params = params + into_output[..., out]
             return params, column
