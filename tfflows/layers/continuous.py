@@ -100,11 +100,8 @@ class Continuous(FlowLayer):
         net = self.network
         fn = ((lambda x, t: net(x, t)) if context is None
               else (lambda x, t, c: net(x, t, c)))
-        jvp = None
-        if net.has_jvp:
-            jvp = ((lambda x, t, eps: net.jvp(x, t, eps)) if context is None
-                   else (lambda x, t, eps, c: net.jvp(x, t, eps, c)))
-        return tfb_.ODE(fn, self._event_size, solver=self.solver, jvp_fn=jvp,
+        return tfb_.ODE(fn, self._event_size, solver=self.solver,
+                        jvp_fn=net.jvp if net.has_jvp else None,
                         steps=self.steps, rtol=self.rtol, atol=self.atol,
                         trace=self.trace, num_probes=self.num_probes,
                         probe_seed=(self.probe_seed if probe_seed is None
