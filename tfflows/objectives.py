@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfflows._checks import integer
+from tfflows._hashing import MODULUS, keyed_stream, mix
 from tfflows.bijectors.logit import bits_per_dim, uniform_dequantize
 
 __all__ = ["MaximumLikelihood", "FlowMatching", "ReverseKL", "Estimate", "split_inputs",
@@ -150,31 +151,18 @@ class MaximumLikelihood:
 
 
 VALIDATION_SEED = 0
-_GOLDEN = 0x9E3779B9
-
-
-def _fmix32(h):
-    """MurmurHash3's 32-bit finaliser: a bijection of uint32 that mixes
-    every input bit into every output bit."""
-    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, tf.constant(16, tf.uint32)))
-    h = h * tf.constant(0x85EBCA6B, tf.uint32)
-    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, tf.constant(13, tf.uint32)))
-    h = h * tf.constant(0xC2B2AE35, tf.uint32)
-    return tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, tf.constant(16, tf.uint32)))
-
-
 def row_keyed_draws(x, context, seed, draws=1):
     """Flow matching's `(t, z)` for each row, keyed by the row's values.
 
-    Each row's 32-bit key hashes the float32 bits of its values and of its
-    context (MurmurHash3's finaliser over each word and its position,
-    summed, finalised again); its time and base point are counter-based
-    draws from that key and `seed`: `D + 1` hashed counters as uniforms
+    Each row's key hashes the float32 bits of its values and of its
+    context (each word scrambled with its position and `seed`, summed,
+    scrambled again: `tfflows._hashing`); its time and base point are
+    counter-based draws from that key: `D + 1` hashed counters as uniforms
     in (0, 1), the base point through the normal quantile. So a row gets
     the same draws in any batch, batch size, order or epoch (rows with
     the same values share them), as a validation loss that is compared
     across epochs needs; no random op or state is involved, and the graph
-    is XLA-compilable.
+    is XLA-compilable (int64 multiplications and remainders only).
 
     Args:
       x: `[batch, *event_shape]`.
@@ -189,23 +177,23 @@ def row_keyed_draws(x, context, seed, draws=1):
     words = [tf.reshape(tf.cast(x, tf.float32), [batch, -1])]
     if context is not None:
         words.append(tf.reshape(tf.cast(context, tf.float32), [batch, -1]))
-    words = tf.bitcast(tf.concat(words, -1), tf.uint32)
-    positions = tf.range(tf.shape(words)[1], dtype=tf.int32)
-    position_keys = _fmix32(tf.cast(positions, tf.uint32) * tf.constant(_GOLDEN, tf.uint32)
-                            + tf.constant(int(seed) % 2**32, tf.uint32))
-    key = _fmix32(tf.reduce_sum(_fmix32(tf.bitwise.bitwise_xor(words, position_keys)),
-                                axis=-1))
+    words = tf.cast(tf.bitcast(tf.concat(words, -1), tf.int32), tf.int64)
+    positions = tf.range(tf.shape(words)[1], dtype=tf.int64)
+    salts = mix(tf.math.floormod(positions * 48271 + int(seed) % MODULUS, MODULUS))
+    key = mix(tf.math.floormod(tf.reduce_sum(
+        keyed_stream(salts, tf.math.floormod(words, MODULUS)), axis=-1), MODULUS))
     size = tf.reduce_prod(tf.shape(x)[1:])
-    counters = tf.cast(tf.range(draws * (size + 1)), tf.uint32) * tf.constant(_GOLDEN, tf.uint32)
-    bits = _fmix32(_fmix32(key[:, None] + counters[None, :])
-                   + tf.constant(0x632BE5AB, tf.uint32))
+    counters = tf.range(tf.cast(draws * (size + 1), tf.int64), dtype=tf.int64)
+    bits = keyed_stream(key[:, None], counters[None, :])
     if draws > 1:  # draw-major rows: [draws * batch, size + 1]
         bits = tf.reshape(tf.transpose(tf.reshape(bits, [batch, draws, size + 1]),
                                        [1, 0, 2]), [draws * batch, size + 1])
         x = tf.concat([x] * draws, 0)
-    # The top 24 bits, centred in their bin: uniforms in (0, 1), never 0 or 1.
-    uniform = (tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32)
-               + 0.5) / 2.0**24
+    # Centred in their bin, and kept off 1 in float32 (the largest bins
+    # round up to it): uniforms in (0, 1), never 0 or 1.
+    uniform = tf.clip_by_value(
+        tf.cast((tf.cast(bits, tf.float64) + 0.5) / MODULUS, tf.float32),
+        0.0, 1.0 - 2.0**-24)
     t = tf.cast(uniform[:, 0], x.dtype)
     z = tf.reshape(tf.cast(tf.math.ndtri(uniform[:, 1:]), x.dtype), tf.shape(x))
     return t, z

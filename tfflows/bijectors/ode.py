@@ -4,6 +4,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfflows._checks import integer, positive_number
+from tfflows._hashing import MODULUS, keyed_stream, mix
 from tfflows.bijectors._base import FlowBijector
 
 __all__ = ["ODE", "EXACT_TRACE_MAX_DIM", "SOLVERS", "TRACES", "rademacher"]
@@ -259,21 +260,6 @@ class ODE(FlowBijector):
         return self._integrate(y, reverse=True)
 
 
-# A prime modulus: every product below stays under 2**62 in int64.
-_MODULUS = 2**31 - 1
-# (multiplier, offset) of the hash's rounds.
-_ROUNDS = ((48271, 12345), (69621, 987654321), (16807, 555555555))
-
-
-def _mix(h):
-    """Scrambles int64 values in [0, _MODULUS): per round, a multiplication
-    and a squaring modulo the prime (the squaring makes it non-linear)."""
-    for multiplier, offset in _ROUNDS:
-        h = tf.math.floormod(h * multiplier, _MODULUS)
-        h = tf.math.floormod(h * h + offset, _MODULUS)
-    return h
-
-
 def rademacher(n, num_probes, event_size, seed):
     """`[num_probes, n, event_size]` signs ±1 (int64) for Hutchinson's estimator.
 
@@ -301,18 +287,14 @@ def rademacher(n, num_probes, event_size, seed):
         first, second = seed[0], seed[1]
     else:
         first, second = tf.constant(seed, tf.int64), tf.constant(0, tf.int64)
-    scrambled = _mix(tf.math.floormod(
-        _mix(tf.math.floormod(first, _MODULUS)) + tf.math.floormod(second, _MODULUS),
-        _MODULUS))
-    # Seeds differ by the multiplier as well as the offset, so two seeds'
-    # streams are not shifts of one another.
-    multiplier = 1 + tf.math.floormod(scrambled, _MODULUS - 1)
+    scrambled = mix(tf.math.floormod(
+        mix(tf.math.floormod(first, MODULUS)) + tf.math.floormod(second, MODULUS),
+        MODULUS))
     size = num_probes * event_size
     keys = (tf.range(tf.cast(n, tf.int64), dtype=tf.int64)[:, tf.newaxis] * size
             + tf.range(size, dtype=tf.int64))
-    h = _mix(tf.math.floormod(tf.math.floormod(keys, _MODULUS) * multiplier
-                              + scrambled, _MODULUS))
-    signs = tf.where(h > _MODULUS // 2, tf.constant(1, tf.int64), tf.constant(-1, tf.int64))
+    h = keyed_stream(scrambled, keys)
+    signs = tf.where(h > MODULUS // 2, tf.constant(1, tf.int64), tf.constant(-1, tf.int64))
     signs = tf.reshape(signs, tf.stack([tf.cast(n, tf.int32), num_probes, event_size]))
     return tf.transpose(signs, [1, 0, 2])
 
