@@ -185,15 +185,17 @@ def row_keyed_draws(x, context, seed, draws=1):
     size = tf.reduce_prod(tf.shape(x)[1:])
     counters = tf.range(tf.cast(draws * (size + 1), tf.int64), dtype=tf.int64)
     bits = keyed_stream(key[:, None], counters[None, :])
-    if draws > 1:  # draw-major rows: [draws * batch, size + 1]
-        bits = tf.reshape(tf.transpose(tf.reshape(bits, [batch, draws, size + 1]),
-                                       [1, 0, 2]), [draws * batch, size + 1])
-        x = tf.concat([x] * draws, 0)
     # Centred in their bin, and kept off 1 in float32 (the largest bins
     # round up to it): uniforms in (0, 1), never 0 or 1.
     uniform = tf.clip_by_value(
         tf.cast((tf.cast(bits, tf.float64) + 0.5) / MODULUS, tf.float32),
         0.0, 1.0 - 2.0**-24)
+    if draws > 1:  # draw-major rows: [draws * batch, size + 1]
+        # (reordered in float32: oneDNN's transpose logs about int64 on
+        # CPUs without AVX-512)
+        uniform = tf.reshape(tf.transpose(tf.reshape(uniform, [batch, draws, size + 1]),
+                                          [1, 0, 2]), [draws * batch, size + 1])
+        x = tf.concat([x] * draws, 0)
     t = tf.cast(uniform[:, 0], x.dtype)
     z = tf.reshape(tf.cast(tf.math.ndtri(uniform[:, 1:]), x.dtype), tf.shape(x))
     return t, z
