@@ -214,6 +214,13 @@ def reverse(size):
     return lambda dtype: Case(tff.bijectors.reverse(size), _normal([size], dtype), 1)
 
 
+def permute(permutation):
+    """A permutation that is not its own inverse, so the gradients (checked
+    against autodiff Jacobians) would show a swapped inverse."""
+    return lambda dtype: Case(tff.bijectors.Permute(permutation),
+                              _normal([len(permutation)], dtype), 1)
+
+
 def nice_scale(size):
     def factory(dtype):
         log_scale = tf.Variable(np.linspace(-0.5, 0.5, size), dtype=dtype)
@@ -386,6 +393,7 @@ CASES = {
     "squeeze": Entry(squeeze([4, 6, 2])),
     "logit": Entry(logit([4, 4, 1])),
     "reverse": Entry(reverse(4)),
+    "permute": Entry(permute([2, 0, 3, 1])),
     "nice_scale": Entry(nice_scale(4)),
     "planar_expanding": Entry(planar(3.0)),            # wᵀû = 2
     "planar_near_singular": Entry(planar(0.01)),       # wᵀû = -0.99

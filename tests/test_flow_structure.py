@@ -9,15 +9,19 @@ import tfflows as tff
 
 
 def _count_calls(layer, attr):
+    """Counts the passes of `layer`'s network: its `call`, or for a MADE
+    the output pass that `call` and `planes` (what the flow layers use)
+    both run."""
     network = getattr(layer, attr)
-    original = network.call
+    method = "_output" if isinstance(network, tff.nn.MADE) else "call"
+    original = getattr(network, method)
     counter = {"n": 0}
 
     def counted(*args, **kwargs):
         counter["n"] += 1
         return original(*args, **kwargs)
 
-    network.call = counted
+    setattr(network, method, counted)
     return counter
 
 

@@ -302,3 +302,25 @@ def test_docstring_example():
     for test in finder.find(made_module.MADE, globs=vars(made_module)):
         runner.run(test)
     assert runner.failures == 0 and runner.tries >= 1
+
+
+@pytest.mark.parametrize("param_major", [True, False])
+@pytest.mark.parametrize("context_dim", [None, 2])
+def test_planes_are_the_output_unstacked(param_major, context_dim):
+    made = MADE(4, 3, hidden_units=(8,), param_major=param_major,
+                context_dim=context_dim, seed=1, dtype="float64")
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(5, 4)))
+    context = None if context_dim is None else tf.constant(rng.normal(size=(5, 2)))
+    made(x, context=context)
+    _randomize(made)
+    stacked = made(x, context=context).numpy()
+    planes = made.planes(x, context)
+    assert isinstance(planes, tuple) and len(planes) == 3
+    for p, plane in enumerate(planes):
+        np.testing.assert_array_equal(plane.numpy(), stacked[..., p])
+
+
+def test_planes_need_a_built_network():
+    with pytest.raises(ValueError, match="not built"):
+        MADE(4, 2, hidden_units=(8,)).planes(np.zeros((2, 4), "float32"))

@@ -233,3 +233,41 @@ def test_affine_layers_shift_in_the_latent_and_old_configs_keep_the_data_form():
     np.testing.assert_allclose(latent_form, (1.0 - 0.5) * np.exp(5 * np.tanh(0.3 / 5)), rtol=1e-6)
     with pytest.raises(ValueError, match=r"shift must be one of .*Received: shift='both'"):
         T.Affine(shift="both")
+
+
+@pytest.mark.parametrize("name", ["additive", "affine", "spline"])
+def test_transformers_take_planes_as_they_take_stacked_params(name):
+    transformer = tff.bijectors.transformers.get(name)
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=(6, 5)) * 2.0)
+    params = tf.constant(rng.normal(size=(6, 5, transformer.num_params)))
+    planes = tuple(params[..., p] for p in range(transformer.num_params))
+    for direction in ("forward", "inverse"):
+        stacked_out = getattr(transformer, direction)(x, params)
+        planes_out = getattr(transformer, direction)(x, planes)
+        for a, b in zip(stacked_out, planes_out):
+            if a is None:
+                assert b is None
+            else:
+                np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(ValueError, match=f"takes {transformer.num_params} parameters"):
+        transformer.forward(x, planes + (planes[0],))
+
+
+def test_couplings_and_mafs_hand_their_transformers_planes():
+    """The layers pass each parameter as its own tensor (no stacking
+    transpose): the bijectors accept that form, and a wrong count is named."""
+    conditioner = lambda x_a: (tf.zeros_like(x_a),) * 3
+    coupling = tff.bijectors.Coupling(conditioner, [4], transformer="affine")
+    with pytest.raises(ValueError, match="returned 3 tensors"):
+        coupling.forward(tf.zeros([2, 4]))
+    made = tff.nn.MADE(4, 2, hidden_units=(8,))
+    made(np.zeros((1, 4), "float32"))
+    bijector = tff.bijectors.Autoregressive(made.planes, transformer="affine",
+                                            event_size=4)
+    x = tf.constant(np.random.default_rng(0).normal(size=(3, 4)), tf.float32)
+    np.testing.assert_allclose(bijector.inverse(x).numpy(), x.numpy())  # zero output
+    wrong = tff.bijectors.Autoregressive(lambda x: made.planes(x)[:1],
+                                         transformer="affine", event_size=4)
+    with pytest.raises(ValueError, match="returned 1 tensors"):
+        wrong.inverse(x)

@@ -11,12 +11,10 @@ spline); `AdditiveCoupling`, `AffineCoupling` and `MaskedAutoregressive`
 are the same two bijectors with their transformer fixed and the
 conditioner signatures of NICE, RealNVP and MAF (a shift, or a pair).
 
-Two pieces of plumbing come from TFP itself and are not duplicated here:
-`tfp.bijectors.Permute` (fixed permutations; `reverse(D)` builds one) and
-`tfp.bijectors.Scale(log_scale=...)` (NICE's diagonal rescaling).
+`Permute` is `tfp.bijectors.Permute` with a gradient that gathers
+(TensorFlow's own transposes twice; `reverse(D)` builds one), and NICE's
+diagonal rescaling is TFP's `tfp.bijectors.Scale(log_scale=...)`.
 """
-
-import tensorflow_probability as tfp
 
 from tfflows.bijectors import lu
 from tfflows.bijectors import masks
@@ -32,6 +30,7 @@ from tfflows.bijectors.invertible_conv1x1 import InvertibleConv1x1
 from tfflows.bijectors.logit import Logit, bits_per_dim, uniform_dequantize
 from tfflows.bijectors.masked_autoregressive import MaskedAutoregressive
 from tfflows.bijectors.ode import ODE
+from tfflows.bijectors.permute import Permute
 from tfflows.bijectors.planar import Planar
 from tfflows.bijectors.radial import Radial
 from tfflows.bijectors.squeeze import Squeeze
@@ -39,13 +38,12 @@ from tfflows.bijectors.squeeze import Squeeze
 __all__ = [
     "ActNorm", "AdditiveCoupling", "AffineCoupling", "Autoregressive",
     "Coupling", "FactorOut", "FlowBijector", "InvertibleConv1x1", "Logit",
-    "MaskedAutoregressive", "ODE", "Planar", "Radial", "Squeeze", "bits_per_dim",
+    "MaskedAutoregressive", "ODE", "Permute", "Planar", "Radial", "Squeeze", "bits_per_dim",
     "lu", "masks", "reverse", "soft_clamp", "transformers", "uniform_dequantize",
 ]
 
-
 def reverse(event_size, axis=-1, name="reverse"):
-    """`tfp.bijectors.Permute` that reverses the order along `axis`.
+    """A `Permute` (a `tfp.bijectors.Permute`) that reverses the order along `axis`.
 
     Raises:
       ValueError: if `event_size` is not a positive integer.
@@ -53,5 +51,4 @@ def reverse(event_size, axis=-1, name="reverse"):
     if not isinstance(event_size, int) or event_size < 1:
         raise ValueError("event_size must be a positive integer. "
                          f"Received: event_size={event_size!r}")
-    return tfp.bijectors.Permute(list(range(event_size - 1, -1, -1)),
-                                 axis=axis, name=name)
+    return Permute(list(range(event_size - 1, -1, -1)), axis=axis, name=name)

@@ -58,4 +58,4 @@ class AdditiveCoupling(Coupling):
 
     def _params(self, shift):
         self._check_param_shape(shift, "shift", self._mask.transformed_shape)
-        return tf.convert_to_tensor(shift)[..., tf.newaxis]
+        return (tf.convert_to_tensor(shift),)

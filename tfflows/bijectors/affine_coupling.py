@@ -79,7 +79,6 @@ class AffineCoupling(Coupling):
         log_scale = tf.convert_to_tensor(params[1], shift.dtype)
         if (shift.shape.rank == log_scale.shape.rank
                 and shift.shape.is_compatible_with(log_scale.shape)):
-            return tf.stack([shift, log_scale], axis=-1)
+            return shift, log_scale
         shape = tf.broadcast_dynamic_shape(tf.shape(shift), tf.shape(log_scale))
-        return tf.stack([tf.broadcast_to(shift, shape),
-                         tf.broadcast_to(log_scale, shape)], axis=-1)
+        return tf.broadcast_to(shift, shape), tf.broadcast_to(log_scale, shape)

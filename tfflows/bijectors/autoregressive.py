@@ -40,10 +40,11 @@ class Autoregressive(FlowBijector):
       Neural Spline Flows. https://arxiv.org/abs/1906.04032
 
     Args:
-      conditioner: callable `x -> theta`, `[..., D, num_params]`, with the
-        autoregressive property (e.g. `tfflows.nn.MADE` with the
-        transformer's `num_params`). Condition kwargs such as `context` are
-        forwarded to it.
+      conditioner: callable `x -> theta`, `[..., D, num_params]` or a
+        tuple of `num_params` tensors `[..., D]`, with the autoregressive
+        property (e.g. `tfflows.nn.MADE` with the transformer's
+        `num_params`, or its `planes`). Condition kwargs such as `context`
+        are forwarded to it.
       transformer: a `tfflows.bijectors.transformers.Transformer`, or its
         name ("additive", "affine", "spline") with defaults.
       event_size: D, if known; checked against inputs.
@@ -106,6 +107,16 @@ class Autoregressive(FlowBijector):
         return self._check_params(params, (self._transformer.num_params,))
 
     def _check_params(self, params, expected):
+        """`params` if it is `[..., *expected]`, or `expected[-1]` tensors
+        `[..., *expected[:-1]]` (the transformer's planes); raises if not."""
+        if isinstance(params, (tuple, list)):
+            if len(params) != expected[-1]:
+                raise ValueError(
+                    f"{type(self).__name__}'s network returned {len(params)} tensors; "
+                    f"{self._transformer!r} takes {expected[-1]} parameters per entry "
+                    f"(a tensor [..., {', '.join(map(str, expected))}] or "
+                    f"{expected[-1]} tensors)")
+            return tuple(self._check_params(plane, expected[:-1]) for plane in params)
         shape = getattr(params, "shape", None)
         if shape is None:
             raise ValueError(f"{type(self).__name__}'s network must return a "

@@ -118,9 +118,20 @@ class Coupling(FlowBijector):
         return y, ldj
 
     def _params(self, params):
-        """Checks the conditioner's output `[..., *shape_b, num_params]`."""
-        shape = tuple(self._mask.transformed_shape) + (self._transformer.num_params,)
-        self._check_param_shape(params, "params", shape)
+        """Checks the conditioner's output: `[..., *shape_b, num_params]`, or
+        `num_params` tensors `[..., *shape_b]` (the transformer's planes)."""
+        shape = tuple(self._mask.transformed_shape)
+        count = self._transformer.num_params
+        if isinstance(params, (tuple, list)):
+            if len(params) != count:
+                raise ValueError(
+                    f"{type(self).__name__}'s conditioner returned {len(params)} "
+                    f"tensors; {self._transformer!r} takes {count} parameters per "
+                    f"entry (a tensor [..., *shape, {count}] or {count} tensors)")
+            for plane in params:
+                self._check_param_shape(plane, "parameter", shape)
+            return tuple(params)
+        self._check_param_shape(params, "params", shape + (count,))
         return params
 
     def _check_param_shape(self, value, what, shape):

@@ -8,14 +8,13 @@ from tfflows.bijectors.transformers import Affine
 __all__ = ["MaskedAutoregressive"]
 
 
-def _stack_pair(params, what):
+def _pair(params, what):
     if not isinstance(params, (tuple, list)) or len(params) != 2:
         raise ValueError(
             f"MaskedAutoregressive's {what} must return a pair "
             f"(shift, log_scale). Received: {type(params).__name__}")
     shift = tf.convert_to_tensor(params[0])
-    log_scale = tf.convert_to_tensor(params[1], shift.dtype)
-    return tf.stack([shift, log_scale], axis=-1)
+    return shift, tf.convert_to_tensor(params[1], shift.dtype)
 
 
 class MaskedAutoregressive(Autoregressive):
@@ -80,8 +79,8 @@ class MaskedAutoregressive(Autoregressive):
 
     def _params(self, x, kwargs):
         return super()._check_params(
-            _stack_pair(self._params_raw(x, kwargs), "network"),
+            _pair(self._params_raw(x, kwargs), "network"),
             (x.shape[-1], 2))
 
     def _step_params(self, params):
-        return super()._step_params(_stack_pair(params, "step function"))
+        return super()._step_params(_pair(params, "step function"))

@@ -75,7 +75,7 @@ class Coupling(FlowLayer):
         layout = make_mask(self.mask, event_shape, self.num_masked, self.flip)
         in_shape, out_shape = layout.conditioner_input_shape, layout.transformed_shape
         common = dict(num_params=self._transformer.num_params,
-                      context_dim=self.context_dim, stacked=True,
+                      context_dim=self.context_dim,
                       dtype=self.dtype_policy, name="network")
         if len(event_shape) == 1:
             self.network = nn.CouplingMLP(out_shape[-1],
@@ -90,7 +90,14 @@ class Coupling(FlowLayer):
 
     def make_bijector(self, context=None):
         net = self.network
-        fn = net if context is None else (lambda x_a: net(x_a, context=context))
+
+        def fn(x_a):
+            # The network's parameter-major output split in place: a tuple
+            # (a bare tensor if there is one parameter), the transformer's
+            # planes.
+            params = net(x_a) if context is None else net(x_a, context=context)
+            return params if isinstance(params, tuple) else (params,)
+
         return tfb_.Coupling(fn, self._event_shape, transformer=self._transformer,
                              mask=self.mask, num_masked=self.num_masked,
                              flip=self.flip, name=self.name)

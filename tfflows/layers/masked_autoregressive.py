@@ -116,7 +116,7 @@ class MaskedAutoregressive(FlowLayer):
         made = self.made
 
         def params(x):
-            return made(x) if context is None else made(x, context=context)
+            return made.planes(x, context)
 
         stepwise = (made.supports_steps
                     and self._event_size <= STEPWISE_MAX_EVENT_SIZE)

@@ -46,7 +46,7 @@ class Unsqueeze(_Reshuffle):
 
 @keras.saving.register_keras_serializable(package="tfflows")
 class Permutation(FlowLayer):
-    """A fixed permutation of the last axis (`tfp.bijectors.Permute`).
+    """A fixed permutation of the last axis (`tfflows.bijectors.Permute`).
 
     Args:
       permutation: "reverse" (default), "random" (drawn from `seed` at build
@@ -84,7 +84,7 @@ class Permutation(FlowLayer):
         # Forward (latent -> data) undoes the data -> latent permutation. The
         # variable goes in by reference (not converted), so the bijector stays
         # bound to it, e.g. across `load_weights`.
-        return tfb.Invert(tfb.Permute(bound(self.permutation), axis=-1),
+        return tfb.Invert(tfb_.Permute(bound(self.permutation), axis=-1),
                           name=self.name)
 
     def get_config(self):

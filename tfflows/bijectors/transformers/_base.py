@@ -12,7 +12,11 @@ class Transformer:
     A coupling or autoregressive bijector asks its conditioner network for
     `num_params` numbers per transformed entry and hands them over as one
     tensor `params` of shape `[..., num_params]`, the entry axes in front
-    (`x` of shape `[...]`). The transformer owns the rest:
+    (`x` of shape `[...]`), or as a tuple of `num_params` tensors shaped
+    like `x`, one per parameter (`planes`): what a network whose output is
+    parameter-major splits into without moving any value (`MADE.planes`,
+    `CouplingMLP`), where stacking would cost a transpose each way of a
+    training step. The transformer owns the rest:
 
     ```none
     forward(x, params)  -> (y, log|dy/dx|)      elementwise, shaped like x
@@ -58,6 +62,13 @@ class Transformer:
         y, params = self._check(y, params)
         return self._inverse(y, params)
 
+    def planes(self, params):
+        """`params` as a tuple of `num_params` tensors shaped like the
+        entries: a tuple as it is, a tensor `[..., num_params]` unstacked."""
+        if isinstance(params, tuple):
+            return params
+        return tuple(tf.unstack(params, self.num_params, axis=-1))
+
     def _forward(self, x, params):
         raise NotImplementedError
 
@@ -85,6 +96,14 @@ class Transformer:
 
     def _check(self, x, params):
         x = tf.convert_to_tensor(x)
+        if isinstance(params, (tuple, list)):
+            if len(params) != self.num_params:
+                raise ValueError(
+                    f"{type(self).__name__} takes {self.num_params} parameters per "
+                    f"entry: a tensor [..., {self.num_params}] or {self.num_params} "
+                    f"tensors shaped like the entries. Received: {len(params)} tensors")
+            return x, tuple(tf.cast(tf.convert_to_tensor(p, dtype_hint=x.dtype), x.dtype)
+                            for p in params)
         params = tf.convert_to_tensor(params, dtype_hint=x.dtype)
         params = tf.cast(params, x.dtype)
         last = params.shape[-1] if params.shape.rank else None

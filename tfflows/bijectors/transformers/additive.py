@@ -27,7 +27,7 @@ class Additive(Transformer):
         return 1
 
     def _forward(self, x, params):
-        return x + params[..., 0], None
+        return x + self.planes(params)[0], None
 
     def _inverse(self, y, params):
-        return y - params[..., 0], None
+        return y - self.planes(params)[0], None

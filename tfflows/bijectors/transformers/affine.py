@@ -76,8 +76,10 @@ class Affine(Transformer):
         return 2
 
     def shift_and_log_scale(self, params):
-        """`(t, s)` from raw parameters `[..., 2]`, the log-scale clamped."""
-        return params[..., 0], soft_clamp(params[..., 1], self.log_scale_clamp)
+        """`(t, s)` from raw parameters (`[..., 2]` or a pair), the log-scale
+        clamped."""
+        shift, log_scale = self.planes(params)
+        return shift, soft_clamp(log_scale, self.log_scale_clamp)
 
     def _forward(self, x, params):
         shift, log_scale = self.shift_and_log_scale(params)

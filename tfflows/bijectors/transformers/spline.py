@@ -107,7 +107,7 @@ class RationalQuadraticSpline(Transformer):
         x_knots = rq.knots(rq.bin_sizes(raw[:bins], bound, self.min_bin_width), bound)
         y_knots = rq.knots(rq.bin_sizes(raw[bins:2 * bins], bound,
                                         self.min_bin_height), bound)
-        offset = tf.constant(self._derivative_offset, params.dtype)
+        offset = tf.constant(self._derivative_offset, raw.dtype)
         inner = self.min_derivative + tf.math.softplus(raw[2 * bins:] + offset)
         ones = tf.ones_like(inner[:1])
         return x_knots, y_knots, tf.concat([ones, inner, ones], axis=0)
@@ -134,7 +134,9 @@ class RationalQuadraticSpline(Transformer):
 
 
 def _bins_first(params):
-    """`[..., P]` as `[P, ...]`."""
+    """`[..., P]` (or P tensors `[...]`) as `[P, ...]`."""
+    if isinstance(params, tuple):
+        return tf.stack(params, 0)
     rank = params.shape.rank
     return tf.transpose(params, [rank - 1] + list(range(rank - 1)))
 

@@ -1,0 +1,40 @@
+"""`tfp.bijectors.Permute` whose gradient is a gather too."""
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+__all__ = ["Permute"]
+
+
+def _permute(x, permutation, inverse_permutation, axis):
+    """`tf.gather(x, permutation, axis=axis)`, differentiated as the gather
+    of the upstream gradient by the inverse permutation: TensorFlow's own
+    gradient of a gather on an inner axis transposes the gradient, sums it
+    by segments and transposes it back (three times the cost of a MAF's
+    permutation in training)."""
+
+    @tf.custom_gradient
+    def permute(x):
+        def gradient(upstream):
+            return _permute(upstream, inverse_permutation, permutation, axis)
+        return tf.gather(x, permutation, axis=axis), gradient
+
+    return permute(x)
+
+
+class Permute(tfp.bijectors.Permute):
+    """`tfp.bijectors.Permute` (same arguments, same values) with a cheap
+    gradient: both directions gather, and so do their gradients (first and
+    higher orders), each by the other's permutation."""
+
+    def _forward(self, x):
+        permutation = tf.convert_to_tensor(self.permutation)
+        y = _permute(x, permutation, tf.math.invert_permutation(permutation), self.axis)
+        y.set_shape(x.shape)
+        return y
+
+    def _inverse(self, y):
+        permutation = tf.convert_to_tensor(self.permutation)
+        x = _permute(y, tf.math.invert_permutation(permutation), permutation, self.axis)
+        x.set_shape(y.shape)
+        return x
