@@ -265,9 +265,9 @@ def test_sample(name):
 
 
 def test_compile_defaults_and_overrides():
-    flow = tff.models.maf(3, num_layers=1, hidden_units=(8,))
+    flow = tff.models.iaf(3, num_layers=1, hidden_units=(8,))
     flow.compile()
-    assert flow.jit_compile is True
+    assert flow.jit_compile is (True if tff.flow._cpu_only() else "auto")
     assert flow.steps_per_execution == tff.flow.AUTO_STEPS_PER_EXECUTION
     flow.compile(jit_compile=False, steps_per_execution=1)
     assert (flow.jit_compile, flow.steps_per_execution) == (False, 1)
@@ -280,11 +280,14 @@ def test_compile_defaults_and_overrides():
 @pytest.mark.skipif(not tff.flow._cpu_only(),
                     reason="the per-layer XLA choice applies to CPU-only hosts")
 @pytest.mark.parametrize("name, xla", [
-    ("maf", True), ("glow", True), ("image realnvp", True),
-    ("vector realnvp", False), ("nice", False), ("permutations only", False)])
+    ("iaf", True), ("nsf-ar", True), ("glow", True), ("image realnvp", True),
+    ("maf", False), ("vector realnvp", False), ("nice", False),
+    ("permutations only", False)])
 def test_compile_picks_xla_on_cpu_where_a_layer_gains(name, xla):
     flow = {
         "maf": lambda: tff.models.maf(3, num_layers=1, hidden_units=(8,)),
+        "iaf": lambda: tff.models.iaf(3, num_layers=1, hidden_units=(8,)),
+        "nsf-ar": lambda: tff.models.nsf(3, num_layers=1, hidden_units=(8,)),
         "glow": lambda: tff.models.glow((4, 4, 1), levels=1, steps_per_level=1,
                                         hidden_channels=4),
         "image realnvp": lambda: tff.models.realnvp(image_shape=(4, 4, 1), levels=1,

@@ -678,13 +678,14 @@ class Flow(keras.Model):
           optimizer: as in Keras.
           jit_compile: "auto" (default): on CPU-only hosts, where Keras's
             own "auto" never uses XLA, the training step is compiled with
-            XLA when a layer gains from it (`FlowLayer.xla_on_cpu`: MADE,
-            1x1 convolutions, convolutional couplings) and not for flows of
-            dense couplings only (RealNVP, NICE on vectors), whose matmuls
-            run slower in XLA's CPU kernels than in TensorFlow's oneDNN
-            ones. On 2 CPU cores, ms per step of `fit` with / without XLA:
-            MAF (16-D, 128x128, batch 512) 6.9 / 8.4, Glow on digits 15 /
-            25, RealNVP (16-D, 128x128) 8.9 / 7.6, RealNVP (2-D, 64x64,
+            XLA when a layer gains from it (`FlowLayer.xla_on_cpu`: IAF,
+            splines, 1x1 convolutions, convolutional couplings) and not for
+            flows of dense networks with affine or additive transformers
+            (MAF, RealNVP, NICE on vectors), whose matmuls run slower in
+            XLA's CPU kernels than in TensorFlow's oneDNN ones. On 2 CPU
+            cores, ms per step of `fit` with / without XLA (16-D, 128x128,
+            batch 512): MAF 6.0 / 4.5, IAF 25 / 26, RealNVP 9.2 / 6.2,
+            NSF-AR 17.5 / 43; Glow on digits 15 / 25; RealNVP (2-D, 64x64,
             batch 256) 6.1 / 3.8. With a GPU or TPU, Keras's "auto" decides.
             True or False forces it. Off under a strategy with several
             replicas and with `run_eagerly=True`.

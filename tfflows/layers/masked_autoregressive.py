@@ -62,7 +62,14 @@ class MaskedAutoregressive(FlowLayer):
     """
 
     conditional = True
-    xla_on_cpu = True
+
+    @property
+    def xla_on_cpu(self):
+        """An affine MAF's one-pass training step runs faster without XLA
+        (TensorFlow's oneDNN matmuls); an IAF's, which trains through the
+        D-step solve, and a spline's many elementwise ops gain from it
+        (`FlowLayer.xla_on_cpu`)."""
+        return bool(self.iaf or self._transformer.xla_on_cpu)
 
     def __init__(self, hidden_units=(64, 64), iaf=False, input_order="natural",
                  activation="relu", context_dim=None, seed=None,
