@@ -76,12 +76,14 @@ def test_sample_and_log_prob_agrees_with_sample_and_log_prob(builder):
 
 
 def _count(made):
+    """Counts `made`'s full passes (`call` or `planes`: the output pass both
+    run, under the key "call") and its `step_fn`s."""
     counts = {"call": 0, "step_fn": 0}
-    for attr in counts:
+    for attr, key in (("_output", "call"), ("step_fn", "step_fn")):
         original = getattr(made, attr)
 
-        def counted(*args, _original=original, _attr=attr, **kwargs):
-            counts[_attr] += 1
+        def counted(*args, _original=original, _key=key, **kwargs):
+            counts[_key] += 1
             return _original(*args, **kwargs)
 
         setattr(made, attr, counted)
