@@ -112,6 +112,16 @@ def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
     assert os.listdir(tmp_path / "m") == []
 
 
+def test_loading_a_flow_with_permutations_logs_no_warnings(exported, caplog):
+    """`tfflows.bijectors.Permute`'s custom gradient is saved whole: loading
+    warned once per permutation and direction while its gradient had a
+    custom gradient of its own."""
+    _, paths = exported
+    with caplog.at_level("WARNING"):
+        tf.saved_model.load(paths["maf"])  # a reverse permutation between MAFs
+    assert "custom gradients" not in caplog.text
+
+
 def test_versions_and_overwrite(tmp_path):
     flow = _flow("maf")
     assert tff.export.saved_model(flow, tmp_path / "m").endswith(os.sep + "1")

@@ -11,12 +11,14 @@ def _permute(x, permutation, inverse_permutation, axis):
     of the upstream gradient by the inverse permutation: TensorFlow's own
     gradient of a gather on an inner axis transposes the gradient, sums it
     by segments and transposes it back (three times the cost of a MAF's
-    permutation in training)."""
+    permutation in training). The gradient's own gradient is TensorFlow's
+    (a custom gradient inside a custom gradient is not saved in a
+    SavedModel, and loading one warns about it)."""
 
     @tf.custom_gradient
     def permute(x):
         def gradient(upstream):
-            return _permute(upstream, inverse_permutation, permutation, axis)
+            return tf.gather(upstream, inverse_permutation, axis=axis)
         return tf.gather(x, permutation, axis=axis), gradient
 
     return permute(x)
@@ -24,8 +26,8 @@ def _permute(x, permutation, inverse_permutation, axis):
 
 class Permute(tfp.bijectors.Permute):
     """`tfp.bijectors.Permute` (same arguments, same values) with a cheap
-    gradient: both directions gather, and so do their gradients (first and
-    higher orders), each by the other's permutation."""
+    gradient: both directions gather, and so do their gradients, each by
+    the other's permutation."""
 
     def _forward(self, x):
         permutation = tf.convert_to_tensor(self.permutation)
