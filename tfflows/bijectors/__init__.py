@@ -43,7 +43,8 @@ __all__ = [
 ]
 
 def reverse(event_size, axis=-1, name="reverse"):
-    """A `Permute` (a `tfp.bijectors.Permute`) that reverses the order along `axis`.
+    """A `Permute` (a `tfp.bijectors.Permute`) that reverses the order along
+    `axis`, by `tf.reverse`.
 
     Raises:
       ValueError: if `event_size` is not a positive integer.
