@@ -485,28 +485,48 @@ arithmetic (2 CPU cores, 2026-11-23):
   switch meets 5 s: the graph's size is what remains to cut (for
   instance one compiled coupling applied to stacked weights in a loop,
   instead of eight copies of it).
-- The matmul floor. On a quiet machine the dense matmuls alone of a MAF
-  training step take 1.77-1.94 ms (oneDNN; two runs) against tfflows'
-  4.99-5.76 ms step (34-35%), TFP's 7.60-9.87 (20-23%) and zuko's
-  6.50-6.84 (27-28%). (The 2026-12-02 run's
-  49% was of a 4.05 ms floor on the AMD host: a library's share of the
-  floor depends on the machine.) MAF trains
-  under XLA, whose CPU matmul is about 1.8x slower than oneDNN's at
-  these shapes (above), so its dots alone take about 3.2-3.5 ms of
-  the step; the rest is MADE's masking, the affine map and its clamp, the
-  log-density and Adam over 114k parameters, most of it fused. 2x
-  zuko's MAF would need a step of 3.25-3.4 ms, 54-57% of the oneDNN floor and
-  faster than XLA's dots alone: out of reach while the step runs under
-  XLA, and without XLA the unfused elementwise work costs more (7.1-7.4
-  against 5.3-5.5 ms for the Keras step alone). The step timed in parts (2026-12-05, 50-step medians):
-  forward 1.9-2.1 ms, forward and gradients 4.6-4.8, Adam's update 0.5-0.8
-  more under XLA (SGD's: 0.1); without XLA 2.5 / 6.5-6.8 / 0.2-0.5.
-  Tried without gain: XLA_FLAGS `--xla_cpu_use_onednn`,
-  `--xla_cpu_experimental_onednn_custom_call`, `--xla_cpu_use_xnnpack`,
-  `--xla_cpu_use_thunk_runtime=false` (5.9-6.6 ms against 5.9-6.4), and
-  the gradients under XLA with Adam outside it (7.05 ms: the gradients
-  leave the compiled cluster). What could still move it: a step without
-  XLA whose elementwise work is fused by hand.
+- The matmul floor. On a quiet machine (2026-12-05, morning) the dense
+  matmuls alone of a MAF training step took 1.77-1.94 ms (oneDNN; two
+  runs) against tfflows' 4.99-5.76 ms step under XLA (34-35%), TFP's
+  7.60-9.87 (20-23%) and zuko's 6.50-6.84 (27-28%). (The 2026-12-02
+  run's 49% was of a 4.05 ms floor on the AMD host: a library's share
+  of the floor depends on the machine.) XLA's CPU matmul is about 1.8x
+  slower than oneDNN's at these shapes, so under XLA the step's dots
+  alone took 3.2-3.5 ms; without XLA, the stacking transposes below made
+  the unfused step slower still (7.1-7.4 against 5.3-5.5 ms for the
+  Keras step alone). The step timed in parts under XLA (50-step
+  medians): forward 1.9-2.1 ms, forward and gradients 4.6-4.8, Adam's
+  update 0.5-0.8 more. Tried without gain then: XLA_FLAGS
+  `--xla_cpu_use_onednn`, `--xla_cpu_experimental_onednn_custom_call`,
+  `--xla_cpu_use_xnnpack`, `--xla_cpu_use_thunk_runtime=false` (5.9-6.6
+  ms against 5.9-6.4), and the gradients under XLA with Adam outside it
+  (7.05 ms). What moved it is the next item: the MAF step now runs
+  without XLA at 46-53% of the floor (the two runs of the tables above,
+  on a slower host whose floor read 2.29-2.50 ms).
+- Parameters in place, 2026-12-05 (later). TensorFlow's profiler on the
+  MAF step without XLA (per-op times on the two compute threads) showed
+  transposes and strided-slice gradients taking as much thread time as
+  the dense layers' second matmuls: MADE's parameter-major output was
+  reshaped and transposed to `[..., D, P]` for the transformer, which
+  sliced it apart again, and TensorFlow's gradient of the permutations'
+  last-axis gathers transposes twice (18 transposes and 10
+  `StridedSliceGrad`s per step). Transformers now also take their
+  parameters as planes, one tensor per parameter
+  (`Transformer.planes`); `MADE.planes` and `CouplingMLP` hand them over
+  split in place, and `tfflows.bijectors.Permute` differentiates by a
+  gather with the inverse permutation. Without XLA the MAF step went
+  from 5.9 to 4.1-4.5 ms and RealNVP's from 9.2 to 5.7-6.4 (single
+  processes, 7 epochs each); with XLA nothing changed (it had fused
+  them), so an affine MAF now trains without XLA on CPU-only hosts (its
+  dots run on oneDNN: 4.5 against 6.0 ms with XLA) while IAF, which
+  trains through the D-step solve (25 against 26 ms), and the splines
+  (17.5 against 43) keep it. Tried without gain on the new step: Adam's
+  update compiled with XLA inside it (6.0-6.8 ms: the XLA launch over 90
+  variables costs more than it fuses), TensorFlow's fused
+  `ResourceApplyAdam` kernel (no change: the per-variable updates overlap
+  the backward pass already), one inter-op thread (5.4-5.8 ms: the
+  weight gradients run beside the chain of input gradients on the
+  second core), one intra-op thread (no change).
 - MAF sampling, 2026-12-05. `MADE.step_fn` recomputed, at step k of
   the D-step solve, every hidden unit of degree <= k (prefix blocks):
   units of earlier degrees were computed again at every step. Now the
@@ -524,34 +544,39 @@ arithmetic (2 CPU cores, 2026-11-23):
   graphs when called eagerly (2-3x faster than eager at 10,000 examples);
   the table times both libraries inside `tf.function` to compare the graphs.
 
-Targets missed or marginal, and why:
+Targets missed or marginal, and why (the two speed runs of 2026-12-05's
+later session, after the change above; the tables hold the second):
 
-- Sampling targets: the benchmark issue replaced IAF-vs-MAF (10x, which
-  the stepwise MAF solve made unreachable: MAF sampling became about 3x
-  cheaper than the D passes it assumed; against D passes, as TFP samples
-  MAF, tfflows' IAF is about 11x faster, the row below it) by IAF
-  sampling within 1.5x of its dense layers and MAF sampling at least 2x
-  TFP's. MAF sampling reads 1.92x TFP's in this run (1.47x in the one
-  before): the D = 16 steps are small matmuls in sequence, near their
-  floor on two cores.
-- RealNVP training, 2x TFP's and 1.5x zuko's: 1.31x and 1.40x in the
-  2026-12-02 run (1.18x TFP in the one before, 1.44-2.5x on 2026-11-23,
-  the spread mostly TFP's step time moving with machine load). tfflows'
-  step is at 42% of its matmul floor, TFP's at 34% and zuko's at 30%: 2x
-  TFP's would need 68% of the floor. The 8 couplings' small matmuls
-  depend on one another, so they cannot share the two cores (the same
-  networks run independently take half the time), XLA's CPU matmul is
-  slower than oneDNN's at these shapes (so RealNVP trains without it), and
-  a hand-written TensorFlow step with the same arithmetic is no faster.
-- MAF training, 2x zuko's: 1.44x steady epochs, 1.56x on 20-epoch calls;
-  2x TFP's is met (2.39x). See the floor above for what 2x zuko's needs.
-- IAF sampling within 1.5x of its dense layers: 1.59x in this run (1.64x
-  in the one before), not the 1.25x measured when the target was set; not
-  yet explained.
-- This run's machine is another CPU (an AMD EPYC; the run before was on
-  an Intel Xeon): the same MAF trained at 87.6k examples/s there and 61.7k
-  here, zuko's at 83.6k (timed alone) and 42.9k. Ratios compare within a
-  run; absolute figures across runs do not.
+- MAF training, 2x zuko's: 1.83x and 1.64x steady epochs (1.68x and
+  1.84x on 20-epoch calls); 2x TFP's is met (2.01x, 2.02x), and the
+  floor share read 53% and 46% (>= 50%: met in one run of two). 2x
+  zuko's needs a step of 4.1-4.4 ms on that host (56-57% of the oneDNN
+  floor) against tfflows' 4.8-5.0: the step's 30 dependent matmuls (forward and input gradients
+  through 5 MADEs of 3 layers) cannot share the two cores the way the
+  floor's independent ones do; a bare TensorFlow MLP with the same
+  matmuls, masks, biases and ReLUs takes 3.35 ms forward and backward
+  on the quiet host (tfflows' whole step: 4.1-4.5).
+- RealNVP training: 2.16x and 2.08x TFP's (met in both runs), 1.46x and
+  1.92x zuko's (1.5x: met in one run of two; zuko trains in its own
+  process after, so its ratio carries the host's drift between them).
+- First finished step of the spline flows, < 5 s: NSF-AR 8.8 / 6.9 s,
+  NSF-C 12.6 / 12.0 s on this host (6.4 and 9.3 s on the quiet morning
+  host). The time is tracing and XLA's compile of a large graph (above);
+  what would cut it is one compiled coupling applied to stacked weights
+  in a loop instead of eight copies of it (not done: it changes the
+  layers' structure and saved form).
+- MAF sampling, 2x TFP's: 1.77x and 1.83x (1.67x before this stop's
+  changes). The D = 16 steps per layer are small matmuls in sequence;
+  XLA-compiled sampling reaches 3x TFP's but compiles once per distinct
+  `num_samples` (above).
+- IAF sampling within 1.5x of its dense layers: 1.68x and 1.53x (1.49-
+  1.62x this morning), not the 1.25x measured when the target was set;
+  the permutations between its layers now reverse by `tf.reverse`, a
+  copy, where a last-axis gather cost 4x as much.
+- The later session's host ran slower than the morning's (the MAF floor
+  2.29-2.50 ms against 1.77-1.94; every library's absolute figures
+  dropped): ratios compare within a run, absolute figures across runs
+  do not.
 
 Density quality: comparing the two libraries found that the start of
 tfflows' MADE output layer matters. Exactly zero (no gradient reaches the
