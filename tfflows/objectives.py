@@ -191,8 +191,8 @@ def row_keyed_draws(x, context, seed, draws=1):
         tf.cast((tf.cast(bits, tf.float64) + 0.5) / MODULUS, tf.float32),
         0.0, 1.0 - 2.0**-24)
     if draws > 1:  # draw-major rows: [draws * batch, size + 1]
-        # (reordered in float32: oneDNN's transpose logs about int64 on
-        # CPUs without AVX-512)
+        # (reordered in float32: on int64, oneDNN's transpose logs
+        # "oneDNN supports DT_INT64 only on platforms with AVX-512")
         uniform = tf.reshape(tf.transpose(tf.reshape(uniform, [batch, draws, size + 1]),
                                           [1, 0, 2]), [draws * batch, size + 1])
         x = tf.concat([x] * draws, 0)
