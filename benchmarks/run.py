@@ -435,7 +435,7 @@ arithmetic (2 CPU cores, 2026-11-23):
   now turns XLA on for flows with a layer that gains (`FlowLayer.xla_on_cpu`)
   and leaves dense-coupling flows without it; the training table says which.
 - MAF sampling. D full MADE passes per layer became D static steps over
-  prefix blocks of MADE (`tfflows.nn.MADE.step_fn`): with hidden degrees
+  prefix blocks of MADE (then `MADE.step_fn`, now `MADE.solve`): with hidden degrees
   sorted, step k needs only the hidden units of degree <= k, about a third of
   the arithmetic of D passes for two hidden layers, and no `tf.while_loop`.
   The same path serves IAF's density of new points.
@@ -527,7 +527,7 @@ arithmetic (2 CPU cores, 2026-11-23):
   the backward pass already), one inter-op thread (5.4-5.8 ms: the
   weight gradients run beside the chain of input gradients on the
   second core), one intra-op thread (no change).
-- MAF sampling, 2026-12-05. `MADE.step_fn` recomputed, at step k of
+- MAF sampling, 2026-12-05. `MADE.step_fn` (since replaced by `MADE.solve`) recomputed, at step k of
   the D-step solve, every hidden unit of degree <= k (prefix blocks):
   units of earlier degrees were computed again at every step. Now the
   steps keep running sums of each layer's pre-activations and add only

@@ -144,13 +144,13 @@ def masked_autoregressive(event_size, iaf=False, input_order="natural"):
 
 def autoregressive(make_transformer, event_size, iaf=False, stepwise=False):
     """The generic `Autoregressive` over a random MADE: the sequential
-    direction by `tf.while_loop`, or by `MADE.step_fn` with `stepwise`."""
+    direction by `tf.while_loop`, or by `MADE.solve` with `stepwise`."""
     def factory(dtype):
         transformer = make_transformer()
         made = _random_made(event_size, transformer.num_params, dtype, "random")
         bij = tff.bijectors.Autoregressive(
             made, transformer, event_size=event_size, iaf=iaf,
-            make_step_fn=made.step_fn if stepwise else None)
+            solve_fn=made.solve if stepwise else None)
         return Case(bij, _normal([event_size], dtype), 1,
                     tuple(v.value for v in made.trainable_variables))
     return factory
@@ -357,7 +357,7 @@ def _transformer_entries(name, make):
     """A transformer's four entries: a vector coupling and an autoregressive
     bijector (its sequential direction by `tf.while_loop`) at the bijector
     level; an image coupling layer and an autoregressive layer (sequential
-    direction by `MADE.step_fn`)."""
+    direction by `MADE.solve`)."""
     config = T.serialize(make())
     return {
         f"coupling_{name}": Entry(transformer_coupling(make, [5], num_masked=2,

@@ -81,55 +81,82 @@ def test_autoregressive_property(d, order_kind, hidden_degrees, num_params, para
         assert np.any(jac != 0.0)
 
 
+def _transform(z, params):
+    """An invertible map of the entries `z` that reads every parameter."""
+    log_scale = tf.tanh(params[0])
+    return z * tf.exp(log_scale) + sum(params[1:], tf.zeros([], z.dtype)), log_scale
+
+
+def _solve_by_full_passes(made, z, context):
+    """x with x_d = _transform(z_d, theta_d(x)): D passes of the whole network."""
+    x = np.zeros_like(z)
+    for _ in range(made.event_size):
+        theta = made(x, context=context).numpy()
+        x, log_det = (t.numpy() for t in _transform(
+            z, [theta[..., p] for p in range(made.num_params)]))
+    return x, log_det.sum(-1)
+
+
 @pytest.mark.parametrize("d", [1, 2, 5])
 @pytest.mark.parametrize("order_kind", ORDERS)
-@pytest.mark.parametrize("hidden_units", [(7,), (7, 6), (3, 9, 4)])
+# (16, 16) keeps a running sum over the output (D * num_params <= 16); the
+# narrower ones keep the last hidden layer's activations instead.
+@pytest.mark.parametrize("hidden_units", [(7,), (7, 6), (3, 9, 4), (16, 16)])
 @pytest.mark.parametrize("context_dim", [None, 2])
 @pytest.mark.parametrize("num_params, param_major", [(2, True), (3, False)])
-def test_step_fn_equals_the_full_network_column_by_column(d, order_kind, hidden_units,
-                                                          context_dim, num_params,
-                                                          param_major):
+def test_solve_equals_d_passes_of_the_network(d, order_kind, hidden_units, context_dim,
+                                              num_params, param_major):
     made = MADE(d, num_params, hidden_units=hidden_units,
                 input_order=_make_order(order_kind, d), context_dim=context_dim,
                 activation="tanh", seed=3, dtype="float64", param_major=param_major)
     rng = np.random.default_rng(1)
-    x = tf.constant(rng.normal(size=(4, d)))
-    context = None if context_dim is None else tf.constant(rng.normal(size=(4, 2)))
-    made(x, context=context)
+    z = rng.normal(size=(2, 3, d))  # two batch dims; the context broadcasts
+    context = None if context_dim is None else tf.constant(rng.normal(size=(3, 2)))
+    made(z, context=context)
     _randomize(made)
-    full = made(x, context=context).numpy()
-    step_fn = made.step_fn(context)
-    columns = []
-    for step in range(d):
-        params, column = step_fn(x, step)
-        columns.append(column)
-        assert made.input_order[column] == step + 1
-        # The prefix blocks hold every unit the column can see: equal values.
-        np.testing.assert_allclose(params, full[:, column], rtol=1e-12, atol=1e-12)
-    assert sorted(columns) == list(range(d))
+    x, log_det = made.solve(tf.constant(z), _transform, context)
+    expected_x, expected_log_det = _solve_by_full_passes(made, z, context)
+    assert x.shape == z.shape and log_det.shape == z.shape[:-1]
+    np.testing.assert_allclose(x, expected_x, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(log_det, expected_log_det, rtol=1e-12, atol=1e-12)
 
 
-def test_step_fn_out_of_order_and_a_second_pass_agree_with_the_network():
-    # In order, steps reuse running sums; a step called out of order is
-    # computed from prefix blocks; step 0 starts the sums afresh.
-    made = MADE(5, 2, hidden_units=(7, 6), activation="tanh", seed=3, dtype="float64")
-    x = tf.constant(np.random.default_rng(2).normal(size=(4, 5)))
-    made(x)
+def test_solve_traces_with_an_unknown_batch_and_passes_a_none_log_det_on():
+    made = MADE(4, 1, hidden_units=(8,), input_order="random", seed=2, dtype="float64")
+    made(np.zeros((1, 4)))
     _randomize(made)
-    full = made(x).numpy()
-    step_fn = made.step_fn()
-    for steps in ([0, 1, 2, 3, 4], [3, 1], [0, 1, 2, 3, 4], [0, 2, 4]):
-        for step in steps:
-            params, column = step_fn(x, step)
-            np.testing.assert_allclose(params, full[:, column], rtol=1e-12, atol=1e-12)
+
+    def shift(z, params):
+        return z + params[0], None
+
+    solve = tf.function(lambda z: made.solve(z, shift),
+                        input_signature=[tf.TensorSpec([None, 4], tf.float64)])
+    z = np.random.default_rng(0).normal(size=(6, 4))
+    x, log_det = solve(z)
+    assert log_det is None
+    np.testing.assert_allclose(x, z + made(x).numpy()[..., 0], rtol=1e-12, atol=1e-12)
 
 
-def test_step_fn_needs_sorted_hidden_degrees():
+def test_solve_needs_a_built_made_with_sorted_hidden_degrees():
+    made = MADE(4, 2, hidden_units=(8,))
+    with pytest.raises(ValueError, match="not built"):
+        made.solve(tf.zeros((1, 4)), _transform)
     made = MADE(4, 2, hidden_units=(8,), hidden_degrees="random", seed=0)
     made(np.zeros((1, 4), "float32"))
-    assert not made.supports_steps  # seed 0 draws unsorted degrees
+    assert not made.supports_solve  # seed 0 draws unsorted degrees
     with pytest.raises(ValueError, match="unsorted hidden degrees"):
-        made.step_fn()
+        made.solve(tf.zeros((1, 4)), _transform)
+
+
+def test_solve_checks_its_inputs_like_call():
+    made = MADE(4, 2, hidden_units=(8,), context_dim=3)
+    made(np.zeros((1, 4), "float32"), context=np.zeros((1, 3), "float32"))
+    with pytest.raises(ValueError, match=r"Expected `z` of shape \(\.\.\., 4\)"):
+        made.solve(tf.zeros((1, 5)), _transform, tf.zeros((1, 3)))
+    with pytest.raises(ValueError, match="requires `context`"):
+        made.solve(tf.zeros((1, 4)), _transform)
+    with pytest.raises(ValueError, match=r"Expected `context` of shape \(\.\.\., 3\)"):
+        made.solve(tf.zeros((1, 4)), _transform, tf.zeros((1, 2)))
 
 
 def test_masks_match_degree_rule_and_narrow_hidden_layers():

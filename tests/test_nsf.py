@@ -109,13 +109,13 @@ def test_fresh_nsf_is_exactly_the_identity(name):  # nflows#72, at the flow leve
 
 
 def test_nsf_ar_samples_by_the_stepwise_made_solve():
-    """The layer's sampling direction runs MADE's step function; it equals
+    """The layer's sampling direction runs MADE's solve; it equals
     the while-loop solve of D full passes."""
     flow, _, _ = _flow_and_inputs("nsf-ar")
     layer = next(_spline_layers(flow.flow_layers))
     z = tf.constant(_vectors(8, seed=3))
     stepwise = layer.bijector
-    assert stepwise._make_step_fn is not None
+    assert stepwise._solve_fn is not None
     loop = tff.bijectors.Autoregressive(layer.made, layer.transformer, event_size=3)
     np.testing.assert_allclose(stepwise.forward(z), loop.forward(copy(z)), atol=1e-5)
     np.testing.assert_allclose(stepwise.forward_log_det_jacobian(z, 1),

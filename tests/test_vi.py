@@ -77,9 +77,9 @@ def test_sample_and_log_prob_agrees_with_sample_and_log_prob(builder):
 
 def _count(made):
     """Counts `made`'s full passes (`call` or `planes`: the output pass both
-    run, under the key "call") and its `step_fn`s."""
-    counts = {"call": 0, "step_fn": 0}
-    for attr, key in (("_output", "call"), ("step_fn", "step_fn")):
+    run, under the key "call") and its `solve`s."""
+    counts = {"call": 0, "solve": 0}
+    for attr, key in (("_output", "call"), ("solve", "solve")):
         original = getattr(made, attr)
 
         def counted(*args, _original=original, _key=key, **kwargs):
@@ -91,8 +91,8 @@ def _count(made):
 
 
 @pytest.mark.parametrize("builder, expected", [
-    (tff.models.iaf, {"call": 1, "step_fn": 0}),   # one pass, no D-step inverse
-    (tff.models.maf, {"call": 0, "step_fn": 1}),   # D-step forward, no inverse pass
+    (tff.models.iaf, {"call": 1, "solve": 0}),   # one pass, no D-step inverse
+    (tff.models.maf, {"call": 0, "solve": 1}),   # D-step forward, no inverse pass
 ], ids=["iaf", "maf"])
 def test_sample_and_log_prob_runs_the_forward_once_and_never_the_inverse(
         builder, expected):
@@ -101,7 +101,7 @@ def test_sample_and_log_prob_runs_the_forward_once_and_never_the_inverse(
     flow.sample_and_log_prob(5, seed=0)
     assert counters == [expected] * 3
     for c in counters:
-        c.update(call=0, step_fn=0)
+        c.update(call=0, solve=0)
     tf.function(lambda: flow.sample_and_log_prob(5, seed=0))()
     assert counters == [expected] * 3
 

@@ -23,9 +23,10 @@ class Autoregressive(FlowBijector):
 
     With `iaf=True` the two directions swap (the bijector is `tfb.Invert`
     of the one above): sampling is one pass and the density of a new point
-    takes D passes, as in IAF. The sequential direction runs either D
-    static steps through `make_step_fn` (each computing only the parameters
-    of the next entry) or a `tf.while_loop` of exactly D network calls, the
+    takes D passes, as in IAF. The sequential direction runs either
+    `solve_fn` (e.g. `tfflows.nn.MADE.solve`: D static steps, each computing
+    only what the next entry needs) or a `tf.while_loop` of exactly D
+    network calls, the
     last of which also yields the log-det; the one-pass direction calls the
     network once.
 
@@ -49,10 +50,13 @@ class Autoregressive(FlowBijector):
         name ("additive", "affine", "spline") with defaults.
       event_size: D, if known; checked against inputs.
       iaf: swap directions (IAF: one-pass sampling).
-      make_step_fn: optional callable, `make_step_fn(**condition_kwargs)`
-        returning `step_fn(x, step) -> (theta [..., num_params], column)`,
-        the parameters of the input of degree `step + 1` alone (as
-        `tfflows.nn.MADE.step_fn`). Needs `event_size`.
+      solve_fn: optional callable, `solve_fn(z, transform,
+        **condition_kwargs) -> (x, log_det)`, solving the sequential
+        direction itself (as `tfflows.nn.MADE.solve`, given the conditioner's
+        MADE): `transform(z_d, params)` is the transformer's forward on the
+        entries of one input and their parameters, a tuple of `num_params`
+        tensors; `log_det` is the summed per-entry log-det or None. Needs
+        `event_size`.
       validate_args: check inputs are finite.
       name: bijector name.
       parameters: for subclasses, their own `dict(locals())` (TFP's
@@ -60,7 +64,7 @@ class Autoregressive(FlowBijector):
     """
 
     def __init__(self, conditioner, transformer="affine", event_size=None,
-                 iaf=False, make_step_fn=None, validate_args=False,
+                 iaf=False, solve_fn=None, validate_args=False,
                  name="autoregressive", parameters=None):
         parameters = dict(locals()) if parameters is None else parameters
         if not callable(conditioner):
@@ -71,14 +75,13 @@ class Autoregressive(FlowBijector):
                                        or event_size < 1):
             raise ValueError("event_size must be a positive integer or None. "
                              f"Received: event_size={event_size!r}")
-        if make_step_fn is not None and (event_size is None
-                                         or not callable(make_step_fn)):
-            raise ValueError("make_step_fn must be callable and needs event_size. "
-                             f"Received: make_step_fn={make_step_fn!r}, "
+        if solve_fn is not None and (event_size is None or not callable(solve_fn)):
+            raise ValueError("solve_fn must be callable and needs event_size. "
+                             f"Received: solve_fn={solve_fn!r}, "
                              f"event_size={event_size!r}")
         self._fn = conditioner
         self._transformer = transformers_.get(transformer)
-        self._make_step_fn = make_step_fn
+        self._solve_fn = solve_fn
         self._event_size = event_size
         self._iaf = bool(iaf)
         super().__init__(
@@ -103,7 +106,7 @@ class Autoregressive(FlowBijector):
         return call_conditioner(self._fn, x, kwargs)
 
     def _step_params(self, params):
-        """Hook: a step function's output as `[..., num_params]`."""
+        """Hook: the parameters `solve_fn` hands its `transform`, checked."""
         return self._check_params(params, (self._transformer.num_params,))
 
     def _check_params(self, params, expected):
@@ -143,21 +146,13 @@ class Autoregressive(FlowBijector):
         z, log_det = self._transformer.inverse(x, self._params(x, kwargs))
         return z, self._sum(log_det, x)
 
-    def _stepwise(self, z, kwargs):
-        """Solves x from z one input at a time: D static steps, step k
-        filling the input of degree k + 1 from the ones before it."""
-        step_fn = self._make_step_fn(**kwargs)
-        x = tf.zeros_like(z)
-        log_det = tf.zeros(tf.shape(z)[:-1], z.dtype)
-        for step in range(self._event_size):
-            params, column = step_fn(x, step)
-            value, column_log_det = self._transformer.forward(
-                z[..., column], self._step_params(params))
-            x = x + value[..., tf.newaxis] * tf.one_hot(column, self._event_size,
-                                                        dtype=z.dtype)
-            if column_log_det is not None:
-                log_det = log_det + column_log_det
-        if self._transformer.is_constant_jacobian:
+    def _solved(self, z, kwargs):
+        """Solves x from z by `solve_fn` (one input at a time)."""
+        def transform(entries, params):
+            return self._transformer.forward(entries, self._step_params(params))
+
+        x, log_det = self._solve_fn(z, transform, **kwargs)
+        if log_det is None or self._transformer.is_constant_jacobian:
             return x, tf.zeros([], z.dtype)
         return x, log_det
 
@@ -187,8 +182,8 @@ class Autoregressive(FlowBijector):
             self._check_event_shape(t, (self._event_size,), name)
         if one_pass:
             return self._one_pass(t, kwargs)
-        if self._make_step_fn is not None:
-            return self._stepwise(t, kwargs)
+        if self._solve_fn is not None:
+            return self._solved(t, kwargs)
         return self._sequential(t, kwargs)
 
     def _forward_and_log_det(self, x, **kwargs):

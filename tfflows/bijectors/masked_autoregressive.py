@@ -52,12 +52,13 @@ class MaskedAutoregressive(Autoregressive):
         with `num_params=2`, unstacked on the last axis). Condition kwargs
         such as `context` are forwarded to it.
       event_size: D, if known; checked against inputs.
-      make_step_fn: optional callable, `make_step_fn(**condition_kwargs)`
-        returning `step_fn(x, step) -> ((shift, log_scale), column)`, the
-        parameters of the input of degree `step + 1` alone (as
-        `tfflows.nn.MADE.step_fn`). Called once per sequential solve. With it
-        and `event_size`, the sequential direction runs D static steps that
-        each compute only what that input needs, instead of D full passes.
+      solve_fn: optional callable, `solve_fn(z, transform,
+        **condition_kwargs) -> (x, log_det)` that solves the sequential
+        direction (as `tfflows.nn.MADE.solve`; see `Autoregressive`), handing
+        `transform` the pair (shift, log_scale) of one input at a time. With
+        it and `event_size`, the sequential direction runs D static steps
+        that each compute only what that input needs, instead of D full
+        passes.
       iaf: swap directions (IAF: one-pass sampling).
       log_scale_clamp: soft clamp bound `c` (default 5); None disables it.
       validate_args: check inputs are finite.
@@ -65,7 +66,7 @@ class MaskedAutoregressive(Autoregressive):
     """
 
     def __init__(self, shift_and_log_scale_fn, event_size=None, iaf=False,
-                 log_scale_clamp=5.0, make_step_fn=None, validate_args=False,
+                 log_scale_clamp=5.0, solve_fn=None, validate_args=False,
                  name="masked_autoregressive"):
         parameters = dict(locals())
         if not callable(shift_and_log_scale_fn):
@@ -74,7 +75,7 @@ class MaskedAutoregressive(Autoregressive):
                 f"{shift_and_log_scale_fn!r}")
         super().__init__(shift_and_log_scale_fn, transformer=Affine(log_scale_clamp, shift="data"),
                          event_size=event_size, iaf=iaf,
-                         make_step_fn=make_step_fn, validate_args=validate_args,
+                         solve_fn=solve_fn, validate_args=validate_args,
                          name=name, parameters=parameters)
 
     def _params(self, x, kwargs):
@@ -83,4 +84,4 @@ class MaskedAutoregressive(Autoregressive):
             (x.shape[-1], 2))
 
     def _step_params(self, params):
-        return super()._step_params(_pair(params, "step function"))
+        return super()._step_params(_pair(params, "solve function"))

@@ -14,7 +14,7 @@ from tfflows.layers.base import FlowLayer, build_network
 __all__ = ["MaskedAutoregressive"]
 
 # Up to this many dimensions the sequential direction (MAF sampling, IAF
-# density) runs unrolled static steps of `MADE.step_fn` (together the
+# density) runs unrolled static steps of `MADE.solve` (together the
 # matmuls of about one pass, not D); above it, a tf.while_loop of full
 # passes keeps the graph small.
 STEPWISE_MAX_EVENT_SIZE = 64
@@ -125,12 +125,16 @@ class MaskedAutoregressive(FlowLayer):
         def params(x):
             return made.planes(x, context)
 
-        stepwise = (made.supports_steps
+        stepwise = (made.supports_solve
                     and self._event_size <= STEPWISE_MAX_EVENT_SIZE)
+
+        def solve(z, transform):
+            return made.solve(z, transform, context)
+
         return tfb_.Autoregressive(
             params, transformer=self._transformer, event_size=self._event_size,
             iaf=self.iaf,
-            make_step_fn=(lambda: made.step_fn(context)) if stepwise else None,
+            solve_fn=solve if stepwise else None,
             name=self.name)
 
     def get_config(self):

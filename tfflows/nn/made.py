@@ -258,128 +258,130 @@ class MADE(keras.layers.Layer):
         return [k * ops.cast(m, k.dtype) for k, m in zip(kernels, self._masks)]
 
     @property
-    def supports_steps(self):
-        """Whether `step_fn` applies: every layer's hidden degrees are sorted
+    def supports_solve(self):
+        """Whether `solve` applies: every layer's hidden degrees are sorted
         (true for "equal" hidden degrees, the default)."""
         return all(np.all(np.diff(d) >= 0) for d in self._degrees)
 
-    def step_fn(self, context=None):
-        """Returns `fn(x, step) -> (params [..., num_params], column)`: the
-        parameters of the input of degree `step + 1` only.
+    def solve(self, z, transform, context=None):
+        """Solves `x` from `z` where `x_d = transform(z_d, theta_d(x))` and
+        `theta = self(x, context)`: the sequential direction of a MAF.
 
-        They depend only on hidden units of degree <= `step`, which (degrees
-        sorted) are a prefix of each layer. Called for steps 0, 1, ..., D-1
-        in turn (as a D-step autoregressive solve does), step `k` adds only
-        what became known since step `k - 1`: each layer's units of degree
-        `k` (the first layer's from `x`) into the next layer's
-        pre-activations, kept in running sums. The D steps
-        together do the matmul arithmetic of one pass of the network, not
-        D. A step called out of that order is computed from the prefix
-        blocks alone (`k/D`-sized blocks of every layer). `column` is the
-        input's index (a Python int); `step` is a Python int, so every
-        block has a static shape (XLA and ONNX friendly). Masked kernels
-        are computed once, here.
+        Inputs are filled in degree order, one per step. With hidden degrees
+        sorted, the units of degree `k` of every layer are a block, and the
+        parameters of the input of degree `k + 1` see only blocks of degree
+        <= `k`; so step `k` computes only the blocks of degree `k`, and the
+        D steps together do the matmul arithmetic of one pass of the
+        network, not D. The work runs feature-major (`[units, batch]`): a
+        block is a contiguous slice, and each layer's pre-activations of
+        the units still to come are a running sum that shrinks as blocks
+        are consumed. Every block has a static shape (XLA and ONNX
+        friendly). Masked kernels are computed once per call.
+
+        Args:
+            z: `[..., event_size]`.
+            transform: callable `(z_d, params) -> (x_d, log_det_d)`, where
+                `z_d` is the entries `[...]` of one input, `params` a tuple
+                of `num_params` tensors broadcasting against it (a
+                transformer's planes) and `log_det_d` is None or
+                `log|dx_d/dz_d|`.
+            context: as in `call`.
+
+        Returns:
+            `(x, log_det)`: `x` shaped like `z`, and the sum over inputs of
+            `log_det_d`, `[...]`, or None if `transform` returns None.
         """
-        if not self.supports_steps:
+        if not self.built:
+            raise ValueError(f"MADE '{self.name}' is not built: call it once, or "
+                             "build it, before solving with it.")
+        if not self.supports_solve:
             raise ValueError(f"MADE '{self.name}' has unsorted hidden degrees "
-                             "(hidden_degrees='random'): step_fn does not apply")
+                             "(hidden_degrees='random'): solve does not apply")
+        z = ops.convert_to_tensor(z)
+        self._check_last_dim(z.shape, "z", self.event_size)
+        if (context is None) != (self.context_dim is None):
+            self._output(z, context)  # raises the call's error
+        dtype, d, p = self.compute_dtype, self.event_size, self.num_params
         last = len(self._masks) - 1
-        kernels = self._masked_kernels()
-        biases = [ops.convert_to_tensor(b) for b in self._biases]
-        if context is not None:
-            context = ops.cast(context, self.compute_dtype)
-            into_first = ops.matmul(context, self._context_kernels[0])
-            into_output = ops.matmul(context, self._context_kernels[1])
+        batch_shape = tuple(ops.shape(z)[:-1])
+
+        def feature_major(t):  # [..., n] -> [n, M], batch dims flattened
+            return ops.transpose(ops.reshape(t, (-1, t.shape[-1])))
+
         columns = np.argsort(self.input_order)  # input index of degree 1, 2, ...
-        # Units of each layer with degree <= step: a prefix of the layer.
-        prefixes = [np.searchsorted(d, np.arange(self.event_size), side="right")
-                    for d in self._degrees]
-        p = self.num_params
-
-        def dense(h, rows, kernel, bias, zeros):
-            # Blocks with no rows or no columns skip the matmul: oneDNN
-            # aborts on zero-sized inner products (TF 2.21).
-            if rows == 0 or kernel.shape[1] == 0:
-                return zeros + bias
-            return ops.matmul(h, kernel) + bias
-
-        def output_slice(column):
-            return (slice(column, None, self.event_size) if self.param_major
-                    else slice(column * p, (column + 1) * p))
-
-        def from_prefixes(x, step):
-            column = int(columns[step])
-            h, rows = ops.cast(x, self.compute_dtype), self.event_size
-            zeros = ops.zeros_like(h[..., :1])  # [..., 1], broadcasts
+        kernels = [ops.transpose(k) for k in self._masked_kernels()]  # [out, in]
+        biases = [ops.cast(b, dtype)[:, None] for b in self._biases]
+        # Output rows degree by degree: the num_params rows of degree k + 1
+        # are rows k * p .. (k + 1) * p.
+        out_rows = np.asarray([p_ * d + c if self.param_major else c * p + p_
+                               for c in columns for p_ in range(p)])
+        kernels[0] = ops.take(kernels[0], columns, axis=1)  # inputs in degree order
+        kernels[last] = ops.take(kernels[last], out_rows, axis=0)
+        biases[last] = ops.take(biases[last], out_rows, axis=0)
+        if context is not None:
+            self._check_last_dim(context.shape, "context", self.context_dim)
+            context = ops.cast(context, dtype)
+            into = []
+            for k, kernel in enumerate(self._context_kernels):
+                proj = ops.matmul(context, kernel)
+                proj = ops.broadcast_to(proj, batch_shape + (kernel.shape[1],))
+                into.append(feature_major(proj))
+            biases[0] = biases[0] + into[0]
+            biases[last] = biases[last] + ops.take(into[1], out_rows, axis=0)
+        # Units of each hidden layer with degree <= k: a prefix of the layer.
+        prefixes = [[0] + [int(u) for u in np.searchsorted(
+            degrees, np.arange(d), side="right")] for degrees in self._degrees]
+        keep_last = d * p > self.hidden_units[-1]
+        # The pre-activations of the units not yet computed, for hidden
+        # layers 1.. and, unless its activations are kept, the output.
+        pending = [None] + biases[1:]
+        kept = []  # the last hidden layer's activations so far
+        z_rows = ops.unstack(feature_major(ops.cast(z, dtype)), d, axis=0)
+        x_rows, log_det = [], None
+        for step in range(d):
+            new = None  # this layer's activations of degree `step`
             for k in range(last):
-                units = int(prefixes[k][step])
-                h = dense(h, rows, kernels[k][:rows, :units], biases[k][:units], zeros)
-                if k == 0 and context is not None:
-                    h = h + into_first[..., :units]
-                h, rows = self.activation(h), units
-            out = output_slice(column)
-            params = dense(h, rows, kernels[last][:rows, out], biases[last][out], zeros)
-            if context is not None:
-                params = params + into_output[..., out]
-            return params, column
-
-        # Running pre-activations of every layer (the output's last), with
-        # everything known up to the previous step added in. A running sum
-        # over the output adds `D * num_params` columns at every step: where
-        # that is wider than the last hidden layer, its activations are kept
-        # (joined as they come) and each step multiplies the column's block.
-        state = {"next": None, "sums": None, "kept": None}
-        keep_last = self.event_size * p > self.hidden_units[-1]
-
-        def fn(x, step):
-            h = ops.cast(x, self.compute_dtype)
-            if step == 0:
-                zeros = ops.zeros_like(h[..., :1])
-                # sums[0] is unused (the first layer reads x itself), and so
-                # is the output's when the last hidden layer's activations
-                # are kept instead.
-                sums = [None] + [zeros + b for b in biases[1:]]
-                if context is not None:
-                    sums[last] = sums[last] + into_output
-                state.update(sums=sums, kept=[])
-            elif step != state["next"]:
-                return from_prefixes(x, step)
-            state["next"] = step + 1
-            sums, kept = state["sums"], state["kept"]
-            for k in range(last):  # units of degree `step`, layer by layer
-                start = int(prefixes[k][step - 1]) if step > 0 else 0
-                stop = int(prefixes[k][step])
-                if stop == start:
+                start, stop = prefixes[k][step], prefixes[k][step + 1]
+                if k == 0:
+                    pre = biases[0][start:stop]
+                    if step > 0 and stop > start:
+                        pre = pre + ops.matmul(kernels[0][start:stop, :step],
+                                               ops.concatenate(x_rows, axis=0))
+                else:
+                    pre, pending[k] = pending[k][:stop - start], pending[k][stop - start:]
+                new = self.activation(pre) if stop > start else None
+                following = k + 1
+                if new is None:
                     continue
-                if k == 0:  # every input they see is in x by now
-                    pre = ops.matmul(h, kernels[0][:, start:stop]) + biases[0][start:stop]
-                    if context is not None:
-                        pre = pre + into_first[..., start:stop]
-                else:
-                    pre = sums[k][..., start:stop]
-                h_new = self.activation(pre)
-                if k + 1 == last and keep_last:
-                    kept.append(h_new)
-                else:
-                    sums[k + 1] = sums[k + 1] + ops.matmul(h_new, kernels[k + 1][start:stop])
-            column = int(columns[step])
-            out = output_slice(column)
-            if not keep_last:
-                return sums[last][..., out], column
-            # A wide output (splines' 3K - 1 parameters per input): the
-            # column's parameters from the last layer's units so far, not a
-            # running sum over every output.
-            if len(kept) > 1:
-                kept[:] = [ops.concatenate(kept, axis=-1)]
-            hidden = kept[0] if kept else h  # h is not read when no unit is kept
-            rows = int(prefixes[last - 1][step])
-            params = dense(hidden, rows, kernels[last][:rows, out], biases[last][out],
-                           ops.zeros_like(h[..., :1]))
-            if context is not None:
-                params = params + into_output[..., out]
-            return params, column
-
-        return fn
+                if following == last and keep_last:
+                    kept.append(new)
+                elif pending[following].shape[0] != 0:
+                    done = (prefixes[following][step] if following < last
+                            else step * p)
+                    pending[following] = pending[following] + ops.matmul(
+                        kernels[following][done:, start:stop], new)
+            if keep_last:
+                if len(kept) > 1:
+                    kept[:] = [ops.concatenate(kept, axis=0)]
+                rows = prefixes[last - 1][step + 1]
+                params = biases[last][step * p:(step + 1) * p]
+                if rows:
+                    params = params + ops.matmul(
+                        kernels[last][step * p:(step + 1) * p, :rows], kept[0])
+            else:
+                params, pending[last] = pending[last][:p], pending[last][p:]
+            value, value_log_det = transform(
+                z_rows[columns[step]], tuple(ops.cast(params[i], z.dtype)
+                                             for i in range(p)))
+            x_rows.append(ops.cast(value, dtype)[None])
+            if value_log_det is not None:
+                log_det = value_log_det if log_det is None else log_det + value_log_det
+        x = ops.concatenate([x_rows[step] for step in np.argsort(columns)], axis=0)
+        x = ops.reshape(ops.transpose(ops.cast(x, z.dtype)), ops.shape(z))
+        if log_det is not None:
+            log_det = ops.reshape(ops.broadcast_to(log_det, ops.shape(z_rows[0])),
+                                  batch_shape)
+        return x, log_det
 
     def get_config(self):
         return {**super().get_config(),
