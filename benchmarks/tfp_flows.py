@@ -4,7 +4,8 @@
 counterpart of each: `tfb.MaskedAutoregressiveFlow` over
 `tfb.AutoregressiveNetwork` for a MAF layer (wrapped in `tfb.Invert` for IAF),
 `tfb.RealNVP` over a dense network for a half-mask coupling, and
-`tfb.Permute` for a permutation, with the same widths and the same order.
+`tfb.Permute` for a permutation, with the same widths and the same order
+(a MADE's input order included).
 Spline layers (NSF) become TFP's own `tfb.RationalQuadraticSpline` built
 by the same `bijector_fn` route TFP documents for neural spline flows, with
 the knots parametrised as tfflows does (same softmax widths and heights,
@@ -105,10 +106,10 @@ class _Dense(tf_keras.Sequential):
 
 
 class _MADE(tfb.AutoregressiveNetwork):
-    def __init__(self, event_dim, hidden_units, params=2):
+    def __init__(self, event_dim, hidden_units, params=2, input_order="left-to-right"):
         super().__init__(params=params, event_shape=[event_dim],
                          hidden_units=list(hidden_units), activation="relu",
-                         kernel_initializer="glorot_uniform")
+                         input_order=input_order, kernel_initializer="glorot_uniform")
         self.input_size = event_dim
 
 
@@ -156,6 +157,16 @@ def _logit(alpha):
                       tfb.Sigmoid()])
 
 
+def _tfp_order(input_order):
+    """A MADE's input degrees as TFP's `input_order`."""
+    order = list(input_order)
+    if order == sorted(order):
+        return "left-to-right"
+    if order == sorted(order, reverse=True):
+        return "right-to-left"
+    return np.asarray(order)
+
+
 def mirror(flow, exact=False):
     """The TFP counterpart of a vector `Flow` made of logit, MAF/IAF,
     half-coupling and permutation layers (no actnorm: TFP has none).
@@ -171,7 +182,8 @@ def mirror(flow, exact=False):
             bijectors.append(_logit(layer.alpha))
         elif isinstance(layer, L.MaskedAutoregressive):
             transformer = layer.transformer
-            made = _MADE(event_dim, layer.hidden_units, transformer.num_params)
+            made = _MADE(event_dim, layer.hidden_units, transformer.num_params,
+                         _tfp_order(layer.made.input_order))
             elementwise = _elementwise(transformer, exact)
             maf = (tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=made)
                    if elementwise is None else tfb.MaskedAutoregressiveFlow(

@@ -15,12 +15,13 @@ per core) unless `num_threads` is given.
 How the architectures compare with tfflows' (16-D, hidden (128, 128);
 trainable parameters, tfflows' `trainable_weights` against
 `sum(p.numel() for p in flow.parameters())`; `Flow.count_params()` adds 16
-non-trainable permutation entries per permutation layer, 64 for MAF and
-NSF-AR, 48 for RealNVP and NSF-C):
+non-trainable permutation entries per permutation layer, 48 for RealNVP
+and NSF-C):
 
 - MAF, 5 layers: 114,080 in both. One MADE per layer, 16 -> 128 -> 128 ->
   2 x 16, relu, kernels stored whole and masked; order natural and reversed
-  by turns (zuko's default, tfflows' `Permutation("reverse")`).
+  by turns in both (zuko's default; tfflows' builders since 2026-12-05,
+  which before permuted the data between layers).
 - RealNVP, 8 layers: 157,824 in both. Each coupling has its own dense
   network, 8 -> 128 -> 128 -> 2 x 8. zuko splits by a checkered mask (even
   and odd entries by turns) with no permutation; tfflows by halves, with a

@@ -168,15 +168,16 @@ def glow(image_shape, levels=3, steps_per_level=8, hidden_channels=128,
 def _autoregressive(event_dim, num_layers, hidden_units, context_dim, actnorm,
                     iaf, **transformer):
     _check_positive(event_dim=event_dim, num_layers=num_layers)
+    # The order reverses from layer to layer in each MADE (as zuko's MAF
+    # does), not by a permutation of the data between layers: the same
+    # flows, without a gather (and its gradient) per layer boundary.
     layers = []
     for i in range(num_layers):
         if actnorm:
             layers.append(L.ActNorm())
-        layers.append(L.MaskedAutoregressive(hidden_units=hidden_units, iaf=iaf,
-                                             context_dim=context_dim,
-                                             **transformer))
-        if i < num_layers - 1:
-            layers.append(L.Permutation("reverse"))
+        layers.append(L.MaskedAutoregressive(
+            hidden_units=hidden_units, iaf=iaf, context_dim=context_dim,
+            input_order="reversed" if i % 2 else "natural", **transformer))
     return layers
 
 
