@@ -347,7 +347,7 @@ Setup: {event_dim}-D data; MAF and IAF with {maf_layers} MADE layers of
 widths, NSF-AR and NSF-C the same stacks with rational-quadratic splines
 (8 bins on [-3, 3]); the TFP side is `tfb.MaskedAutoregressiveFlow` over
 `tfb.AutoregressiveNetwork` (IAF: `tfb.Invert` of it) and `tfb.RealNVP`, with
-the same permutations, the splines TFP's `tfb.RationalQuadraticSpline`
+the same input orders (reversed from one MADE to the next) and permutations, the splines TFP's `tfb.RationalQuadraticSpline`
 through those bijectors' `bijector_fn` (`benchmarks/tfp_flows.py`, whose
 `copy_weights` the tests use to show both sides compute the same density). tfflows trains with
 `Flow.fit` at its defaults (16 steps per execution, XLA as `Flow.compile`
@@ -540,43 +540,76 @@ arithmetic (2 CPU cores, 2026-11-23):
   samples in 0.072 s (3x TFP's), but XLA compiles once per distinct
   number of samples (its shapes are static), a second or more per new
   `num_samples`, so eager `sample` stays a plain graph.
+- MAF sampling feature-major, 2026-12-05 (last session). TensorFlow's
+  profiler on MAF's sample of 10,000 (per-op thread times): of 0.12 s,
+  the running sums' adds took 38 ms and 620 strided slices 28 ms (each
+  step cut its units' columns out of `[10,000, 128]` sums, a strided
+  copy), the matmuls 41 ms. `MADE.solve` now runs the whole solve
+  feature-major (`[units, batch]`): a block of units is a contiguous
+  slice, each layer's pre-activations of the units still to come are a
+  running sum that shrinks as blocks are consumed (the adds touch half as
+  much), and the inputs arrive as rows. The bijector hands it a
+  transform of one input's entries (`Autoregressive(solve_fn=...)`, which
+  replaced `make_step_fn`). One MADE of (128, 128) on 10,000 rows timed
+  alone: batch-major running sums 23.5 ms, feature-major kept blocks
+  15.2-16.5, feature-major shrinking sums 13.6. MAF sample 0.122 to
+  0.058 s (TFP's 0.219 in the same process), NSF-AR sample 0.29 to 0.22
+  s, IAF's density of new points 0.12 to 0.059 s, and an IAF, which
+  trains through the solve, 25 to 12.8 ms per step (XLA).
+- Orders instead of permutations, 2026-12-05 (last session). The MAF,
+  IAF and NSF-AR builders permuted the data between layers
+  (`Permutation("reverse")`: a gather, and in training its gradient);
+  they now reverse each MADE's input order from one layer to the next
+  instead, as zuko's MAF does: the same family of flows without the
+  gathers (MAF step 3.95 to 3.54-3.75 ms; IAF sampling's four gathers of
+  `[10,000, 16]` had taken 1.7 ms of its 18-20). TFP's mirror copies the
+  orders (`AutoregressiveNetwork(input_order=...)`), so its stacks lost
+  their permutations too and its MAF trains faster than in the earlier
+  runs: the same architecture on both sides.
+- One compiled coupling for all, tried for the spline flows' first step
+  and not kept: each coupling's log-density ran through one XLA-compiled
+  function per distinct layer (flip), its weights passed in (Keras's
+  `StatelessScope`), the step around them without XLA. NSF-C's first
+  step fell from 10.3 to 6.0 s, but its steady step rose from 19.6 to
+  31-32 ms (a launch per coupling and direction, no fusion across
+  layers, Adam outside XLA), and 6.0 s still misses 5 s.
 - Eager calls. `Flow.log_prob`, `sample`, `encode` and `decode` run as cached
   graphs when called eagerly (2-3x faster than eager at 10,000 examples);
   the table times both libraries inside `tf.function` to compare the graphs.
 
 Targets missed or marginal, and why (the two speed runs of 2026-12-05's
-later session, after the change above; the tables hold the second):
+last session, after the changes above; the tables hold the first):
 
-- MAF training, 2x zuko's: 1.83x and 1.64x steady epochs (1.68x and
-  1.84x on 20-epoch calls); 2x TFP's is met (2.01x, 2.02x), and the
-  floor share read 53% and 46% (>= 50%: met in one run of two). 2x
-  zuko's needs a step of 4.1-4.4 ms on that host (56-57% of the oneDNN
-  floor) against tfflows' 4.8-5.0: the step's 30 dependent matmuls (forward and input gradients
-  through 5 MADEs of 3 layers) cannot share the two cores the way the
-  floor's independent ones do; a bare TensorFlow MLP with the same
-  matmuls, masks, biases and ReLUs takes 3.35 ms forward and backward
-  on the quiet host (tfflows' whole step: 4.1-4.5).
-- RealNVP training: 2.16x and 2.08x TFP's (met in both runs), 1.46x and
-  1.92x zuko's (1.5x: met in one run of two; zuko trains in its own
-  process after, so its ratio carries the host's drift between them).
-- First finished step of the spline flows, < 5 s: NSF-AR 8.8 / 6.9 s,
-  NSF-C 12.6 / 12.0 s on this host (6.4 and 9.3 s on the quiet morning
-  host). The time is tracing and XLA's compile of a large graph (above);
-  what would cut it is one compiled coupling applied to stacked weights
-  in a loop instead of eight copies of it (not done: it changes the
-  layers' structure and saved form).
-- MAF sampling, 2x TFP's: 1.77x and 1.83x (1.67x before this stop's
-  changes). The D = 16 steps per layer are small matmuls in sequence;
-  XLA-compiled sampling reaches 3x TFP's but compiles once per distinct
-  `num_samples` (above).
-- IAF sampling within 1.5x of its dense layers: 1.68x and 1.53x (1.49-
-  1.62x this morning), not the 1.25x measured when the target was set;
-  the permutations between its layers now reverse by `tf.reverse`, a
-  copy, where a last-axis gather cost 4x as much.
-- The later session's host ran slower than the morning's (the MAF floor
-  2.29-2.50 ms against 1.77-1.94; every library's absolute figures
-  dropped): ratios compare within a run, absolute figures across runs
-  do not.
+- MAF training, 2x TFP's and 2x zuko's: 1.69x and 1.64x TFP's, 1.85x
+  and 1.88x zuko's in steady epochs (2.23x and 2.80x TFP's on 20-epoch
+  calls, 1.89x and 5.92x zuko's: zuko's calls varied in the second
+  run). The previous session's runs met 2x TFP's (2.01x, 2.02x) against
+  a TFP MAF that permuted its data between layers; with the input orders
+  reversed in both libraries' MADEs instead, TFP's step lost its gathers
+  too (6.04-6.17 ms) and 2x needs tfflows' step at 3.0-3.1 ms against
+  its 3.57-3.75 (49-50% of the oneDNN floor of 1.79-1.83 ms, the >= 50%
+  target met in one run of two). What is left in the step, profiled:
+  44 matmuls (3.1 ms of the two threads' time per step) in a chain of
+  dependencies, the bias gradients' sums, ReLU gradients and Adam's
+  elementwise updates (about 1 ms of thread time together); a bare
+  TensorFlow MLP with the same matmuls takes 3.35 ms forward and
+  backward on a quiet host.
+- RealNVP training, 2x TFP's: 1.73x and 1.77x (2.16x and 2.08x in the
+  previous session's runs on a slower host: TFP's step gained more from
+  the faster one: 9.2-10.2 ms per step against tfflows' 5.4-5.7); 1.5x zuko's is
+  met (1.87x, 1.81x). Profiled: 71 matmuls per step are 4.9 ms of the
+  threads' 7; the permutations' gathers, splits and concatenations
+  together 0.7 ms.
+- First finished step of the spline flows, < 5 s: NSF-AR 6.38 / 6.53 s,
+  NSF-C 10.30 / 10.04 s. The time is tracing and XLA's compile of a
+  large graph (above); one compiled coupling applied layer after layer
+  was tried and not kept (above). What remains to try is a loop over
+  stacked weights (one traced and compiled coupling, `tf.while_loop`
+  over the layers), which changes the layers' structure and saved form.
+- IAF sampling within 1.5x of its dense layers: met in both runs (1.46x,
+  1.22x), after the orders replaced the permutations.
+- MAF sampling, 2x TFP's: met in both runs (3.28x, 3.61x), after
+  `MADE.solve`.
 
 Density quality: comparing the two libraries found that the start of
 tfflows' MADE output layer matters. Exactly zero (no gradient reaches the

@@ -91,7 +91,7 @@ def _solve_by_full_passes(made, z, context):
     """x with x_d = _transform(z_d, theta_d(x)): D passes of the whole network."""
     x = np.zeros_like(z)
     for _ in range(made.event_size):
-        theta = made(x, context=context).numpy()
+        theta = made(x, context=context).numpy().astype(z.dtype)
         x, log_det = (t.numpy() for t in _transform(
             z, [theta[..., p] for p in range(made.num_params)]))
     return x, log_det.sum(-1)
@@ -135,6 +135,18 @@ def test_solve_traces_with_an_unknown_batch_and_passes_a_none_log_det_on():
     x, log_det = solve(z)
     assert log_det is None
     np.testing.assert_allclose(x, z + made(x).numpy()[..., 0], rtol=1e-12, atol=1e-12)
+
+
+def test_solve_under_mixed_precision_returns_the_inputs_dtype():
+    made = MADE(3, 2, hidden_units=(8,), dtype="mixed_float16")
+    z = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
+    made(z)
+    _randomize(made)
+    x, log_det = made.solve(tf.constant(z), _transform)
+    assert x.dtype == log_det.dtype == tf.float32
+    expected_x, expected_log_det = _solve_by_full_passes(made, z, None)
+    np.testing.assert_allclose(x, expected_x, rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(log_det, expected_log_det, rtol=1e-2, atol=1e-2)
 
 
 def test_solve_needs_a_built_made_with_sorted_hidden_degrees():

@@ -309,7 +309,8 @@ class MADE(keras.layers.Layer):
             return ops.transpose(ops.reshape(t, (-1, t.shape[-1])))
 
         columns = np.argsort(self.input_order)  # input index of degree 1, 2, ...
-        kernels = [ops.transpose(k) for k in self._masked_kernels()]  # [out, in]
+        kernels = [ops.transpose(ops.cast(k, dtype))  # [out, in]
+                   for k in self._masked_kernels()]
         biases = [ops.cast(b, dtype)[:, None] for b in self._biases]
         # Output rows degree by degree: the num_params rows of degree k + 1
         # are rows k * p .. (k + 1) * p.
@@ -323,7 +324,7 @@ class MADE(keras.layers.Layer):
             context = ops.cast(context, dtype)
             into = []
             for k, kernel in enumerate(self._context_kernels):
-                proj = ops.matmul(context, kernel)
+                proj = ops.matmul(context, ops.cast(kernel, dtype))
                 proj = ops.broadcast_to(proj, batch_shape + (kernel.shape[1],))
                 into.append(feature_major(proj))
             biases[0] = biases[0] + into[0]
@@ -336,30 +337,27 @@ class MADE(keras.layers.Layer):
         # layers 1.. and, unless its activations are kept, the output.
         pending = [None] + biases[1:]
         kept = []  # the last hidden layer's activations so far
-        z_rows = ops.unstack(feature_major(ops.cast(z, dtype)), d, axis=0)
-        x_rows, log_det = [], None
+        z_rows = ops.unstack(feature_major(z), d, axis=0)
+        values, x_rows, log_det = [], [], None  # x_rows: for the network
         for step in range(d):
-            new = None  # this layer's activations of degree `step`
-            for k in range(last):
+            for k in range(last):  # each layer's units of degree `step`
                 start, stop = prefixes[k][step], prefixes[k][step + 1]
+                if stop == start:
+                    continue
                 if k == 0:
                     pre = biases[0][start:stop]
-                    if step > 0 and stop > start:
+                    if step > 0:
                         pre = pre + ops.matmul(kernels[0][start:stop, :step],
                                                ops.concatenate(x_rows, axis=0))
                 else:
                     pre, pending[k] = pending[k][:stop - start], pending[k][stop - start:]
-                new = self.activation(pre) if stop > start else None
-                following = k + 1
-                if new is None:
-                    continue
-                if following == last and keep_last:
+                new, above = self.activation(pre), k + 1
+                if above == last and keep_last:
                     kept.append(new)
-                elif pending[following].shape[0] != 0:
-                    done = (prefixes[following][step] if following < last
-                            else step * p)
-                    pending[following] = pending[following] + ops.matmul(
-                        kernels[following][done:, start:stop], new)
+                elif pending[above].shape[0] != 0:
+                    done = prefixes[above][step] if above < last else step * p
+                    pending[above] = pending[above] + ops.matmul(
+                        kernels[above][done:, start:stop], new)
             if keep_last:
                 if len(kept) > 1:
                     kept[:] = [ops.concatenate(kept, axis=0)]
@@ -373,11 +371,12 @@ class MADE(keras.layers.Layer):
             value, value_log_det = transform(
                 z_rows[columns[step]], tuple(ops.cast(params[i], z.dtype)
                                              for i in range(p)))
+            values.append(value[None])
             x_rows.append(ops.cast(value, dtype)[None])
             if value_log_det is not None:
                 log_det = value_log_det if log_det is None else log_det + value_log_det
-        x = ops.concatenate([x_rows[step] for step in np.argsort(columns)], axis=0)
-        x = ops.reshape(ops.transpose(ops.cast(x, z.dtype)), ops.shape(z))
+        x = ops.concatenate([values[step] for step in np.argsort(columns)], axis=0)
+        x = ops.reshape(ops.transpose(x), ops.shape(z))
         if log_det is not None:
             log_det = ops.reshape(ops.broadcast_to(log_det, ops.shape(z_rows[0])),
                                   batch_shape)
