@@ -230,15 +230,18 @@ class MADE(keras.layers.Layer):
         h = ops.reshape(h, tuple(ops.shape(h)[:-1]) + (self.event_size, self.num_params))
         return tuple(ops.unstack(h, self.num_params, axis=-1))
 
-    def _output(self, x, context):
-        """The output layer's `[..., num_params * event_size]`, in the
-        column order of `param_major`."""
+    def _check_context(self, context):
         if self.context_dim is None and context is not None:
             raise ValueError(f"MADE '{self.name}' was built with context_dim=None but "
                              "received a `context`. Set context_dim to condition it.")
         if self.context_dim is not None and context is None:
             raise ValueError(f"MADE '{self.name}' has context_dim={self.context_dim} and "
                              "requires `context`, but call() received context=None.")
+
+    def _output(self, x, context):
+        """The output layer's `[..., num_params * event_size]`, in the
+        column order of `param_major`."""
+        self._check_context(context)
         self._check_last_dim(x.shape, "x", self.event_size)
         h = ops.cast(x, self.compute_dtype)
         last = len(self._masks) - 1
@@ -299,8 +302,7 @@ class MADE(keras.layers.Layer):
                              "(hidden_degrees='random'): solve does not apply")
         z = ops.convert_to_tensor(z)
         self._check_last_dim(z.shape, "z", self.event_size)
-        if (context is None) != (self.context_dim is None):
-            self._output(z, context)  # raises the call's error
+        self._check_context(context)
         dtype, d, p = self.compute_dtype, self.event_size, self.num_params
         last = len(self._masks) - 1
         batch_shape = tuple(ops.shape(z)[:-1])
