@@ -229,7 +229,31 @@ def speed_tables(cfg, zuko_absent=None):
             else:
                 serve.add(f"{name} {runtime}, batch {b}", f"{1e3 * ours:.3f}",
                           f"{1e3 * theirs:.3f}", f"{theirs / ours:.2f}×", "")
-    return [train, path, floor, infer, serve]
+    return [train, path, defaults_table(cfg, x), floor, infer, serve]
+
+
+def defaults_table(cfg, x):
+    """The first finished step of every vector builder at its defaults
+    (`speed.DEFAULT_BUILDERS`) on `x`, each in a new process; --quick: two
+    builders in one process, without XLA (checks the code runs)."""
+    from benchmarks import speed
+
+    table = Table("First finished step of every vector builder at its defaults",
+                  ["flow (what jit_compile='auto' chose)", "seconds", "target"],
+                  notes=DEFAULTS_NOTES)
+    batch, d = cfg["batch_size"], x.shape[1]
+    if cfg is QUICK:
+        firsts = in_new_process(speed.first_steps_at_defaults,
+                                ("maf({d})", "nsf({d})"), x, batch, False)
+    else:
+        firsts = {}
+        for builder in speed.DEFAULT_BUILDERS:
+            firsts.update(in_new_process(speed.first_steps_at_defaults,
+                                         (builder,), x, batch))
+    for builder, (seconds, xla) in firsts.items():
+        table.add(f"tff.models.{builder.format(d=d)} ({'XLA' if xla else 'no XLA'})",
+                  f"{seconds:.2f}", _verdict("< 5 s", seconds < 5))
+    return table
 
 
 def _user_path_rows(table, name, num_rows, ours, theirs, first):
@@ -377,6 +401,14 @@ XLA compilation and one-time start-up included (tfflows' first execution
 runs `steps_per_execution`, 16, steps; zuko's includes importing
 `torch._dynamo` when the first optimizer is made). 20-epoch calls of the
 spline flows are left out: they would take TFP's loop about 4 minutes.
+"""
+
+DEFAULTS_NOTES = """What a user's first training with each vector builder of `tff.models`
+pays: the builder called with the event size alone (the tables above use
+the benchmark's stacks, without actnorm, to match TFP's), compiled with
+`Flow.compile()`'s defaults (`jit_compile="auto"` chooses XLA or not, as
+the first column says) and fitted on the same array and batch size, each
+in a new process, timed as the first finished step above.
 """
 
 FLOOR_NOTES = """The matmul floor is the time TensorFlow (oneDNN, no XLA) takes for the

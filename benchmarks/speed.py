@@ -195,6 +195,42 @@ def first_step_seconds(kind, arch, x, batch_size, jit_compile="auto"):
     return ours, time.perf_counter() - start
 
 
+# Every vector builder at its defaults, as `tff.models` documents them, keyed
+# by the call (`{d}` the event size).
+DEFAULT_BUILDERS = {
+    "maf({d})": lambda d: tff.models.maf(d),
+    "iaf({d})": lambda d: tff.models.iaf(d),
+    "realnvp(event_dim={d})": lambda d: tff.models.realnvp(event_dim=d),
+    "nice({d})": lambda d: tff.models.nice(d),
+    "nsf({d})": lambda d: tff.models.nsf(d),
+    "nsf({d}, coupling=True)": lambda d: tff.models.nsf(d, coupling=True),
+    "planar({d})": lambda d: tff.models.planar(d),
+    "radial({d})": lambda d: tff.models.radial(d),
+    "cnf({d})": lambda d: tff.models.cnf(d),
+}
+
+
+def first_steps_at_defaults(names, x, batch_size, jit_compile="auto"):
+    """`{name: (seconds, xla)}`: the time from `fit(x)` on a new flow of
+    `DEFAULT_BUILDERS[name](x.shape[1])`, compiled at its defaults, to the
+    end of its first execution (as `first_step_seconds`), for each of
+    `names` in turn, and whether that `fit` compiled with XLA. Run it in a
+    new process per name to time what a user's first training pays."""
+    result = {}
+    for name in names:
+        keras.utils.set_random_seed(0)
+        flow = DEFAULT_BUILDERS[name](x.shape[1])
+        flow.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
+        start = time.perf_counter()
+        try:
+            flow.fit(x, batch_size=batch_size, epochs=1, verbose=0,
+                     callbacks=[_StopAtFirstBatch()])
+        except _FirstExecution:
+            pass
+        result[name] = (time.perf_counter() - start, bool(flow.jit_compile))
+    return result
+
+
 def matmul_floor_seconds(flow, batch_size, repeats, seed=0):
     """Seconds per training step of a vector flow's matmuls alone: for every
     dense kernel `W [m, n]` (the flow's rank-2 trainable variables), the

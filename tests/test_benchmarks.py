@@ -82,7 +82,8 @@ def test_quick_run_writes_every_table(tmp_path):
     report = out.read_text()
     for heading in ("Training throughput", "Sampling and density", "Where the time went",
                     "Serving `log_prob` latency", "Held-out density quality",
-                    "Training on the user's path", "The machine's limit"):
+                    "Training on the user's path", "The machine's limit",
+                    "First finished step of every vector builder at its defaults"):
         assert f"## {heading}" in report
     for row in ("MAF fit", "RealNVP fit", "NSF-AR fit", "NSF-C fit",
                 "NSF-AR epoch time ÷ MAF's", "NSF-AR sample", "NSF-C log_prob",
@@ -91,7 +92,8 @@ def test_quick_run_writes_every_table(tmp_path):
                 "MAF log_prob", "RealNVP ONNX Runtime, batch 1",
                 "breast cancer (26-D)", "digits (64-D, logit)",
                 "MAF: first finished step (s)", "MAF: a 1-epoch call", "MAF: a 2-epoch call",
-                "MAF: a call's own set-up", "NSF-C: share of the matmul floor"):
+                "MAF: a call's own set-up", "NSF-C: share of the matmul floor",
+                "tff.models.maf(4) (no XLA)", "tff.models.nsf(4) (no XLA)"):
         assert row in report, row
     try:
         import zuko  # noqa: F401
