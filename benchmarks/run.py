@@ -572,7 +572,7 @@ arithmetic (2 CPU cores, 2026-11-23):
   samples in 0.072 s (3x TFP's), but XLA compiles once per distinct
   number of samples (its shapes are static), a second or more per new
   `num_samples`, so eager `sample` stays a plain graph.
-- MAF sampling feature-major, 2026-12-05 (last session). TensorFlow's
+- MAF sampling feature-major, 2026-12-05 (afternoon). TensorFlow's
   profiler on MAF's sample of 10,000 (per-op thread times): of 0.12 s,
   the running sums' adds took 38 ms and 620 strided slices 28 ms (each
   step cut its units' columns out of `[10,000, 128]` sums, a strided
@@ -588,7 +588,7 @@ arithmetic (2 CPU cores, 2026-11-23):
   0.058 s (TFP's 0.219 in the same process), NSF-AR sample 0.29 to 0.22
   s, IAF's density of new points 0.12 to 0.059 s, and an IAF, which
   trains through the solve, 25 to 12.8 ms per step (XLA).
-- Orders instead of permutations, 2026-12-05 (last session). The MAF,
+- Orders instead of permutations, 2026-12-05 (afternoon). The MAF,
   IAF and NSF-AR builders permuted the data between layers
   (`Permutation("reverse")`: a gather, and in training its gradient);
   they now reverse each MADE's input order from one layer to the next
@@ -605,12 +605,31 @@ arithmetic (2 CPU cores, 2026-11-23):
   step fell from 10.3 to 6.0 s, but its steady step rose from 19.6 to
   31-32 ms (a launch per coupling and direction, no fusion across
   layers, Adam outside XLA), and 6.0 s still misses 5 s.
+- A smaller spline graph, tried for the NSF first step and not kept
+  (2026-12-05, evening): the bins of x and y computed together (`[2, K,
+  ...]` tensors, one softmax and one exclusive running sum), the bin's
+  one-hot from the left edges alone and the end derivatives by padding
+  took a spline inverse from 265 to 166 graph nodes (687 to 478 with its
+  gradient) and NSF-C's step from 8,096 to 6,389, its tracing from 2.9
+  to 2.4 s; but XLA's compile did not shrink (5.1 against 4.9 s: after
+  fusion the module had more instructions, the one-hot recomputed inside
+  each bin pick's fusion), and the first step in `fit` moved within the
+  noise (NSF-C 9.57 against 9.94 s, NSF-AR 7.03 against 6.70). Picking a
+  bin's six numbers in one product compiled slower still (the gradient
+  6.1 against 4.0 s: XLA split the product back into slices).
+- A loop over stacked coupling weights, tried and not kept (same
+  evening): NSF-C's eight couplings as four turns of one pair in a
+  `tf.while_loop`, their weights stacked and passed in through Keras's
+  `StatelessScope`, the whole step under XLA. Tracing 2.27 against 2.99
+  s, XLA's compile 4.56 against 4.87 s (XLA kept the loop: 11,070 HLO
+  lines after optimisation against 17,542, but the compile time did not
+  follow the size), and the steady step 26.4 against 19.0 ms.
 - Eager calls. `Flow.log_prob`, `sample`, `encode` and `decode` run as cached
   graphs when called eagerly (2-3x faster than eager at 10,000 examples);
   the table times both libraries inside `tf.function` to compare the graphs.
 
 Targets missed or marginal, and why (the two speed runs of 2026-12-05's
-last session, after the changes above; the tables hold the first):
+afternoon session, after the changes above; the speed tables hold the first):
 
 - MAF training, 2x TFP's and 2x zuko's: 1.69x and 1.64x TFP's, 1.85x
   and 1.88x zuko's in steady epochs (2.23x and 2.80x TFP's on 20-epoch
@@ -632,12 +651,27 @@ last session, after the changes above; the tables hold the first):
   met (1.87x, 1.81x). Profiled: 71 matmuls per step are 4.9 ms of the
   threads' 7; the permutations' gathers, splits and concatenations
   together 0.7 ms.
-- First finished step of the spline flows, < 5 s: NSF-AR 6.38 / 6.53 s,
-  NSF-C 10.30 / 10.04 s. The time is tracing and XLA's compile of a
-  large graph (above); one compiled coupling applied layer after layer
-  was tried and not kept (above). What remains to try is a loop over
-  stacked weights (one traced and compiled coupling, `tf.while_loop`
-  over the layers), which changes the layers' structure and saved form.
+- First finished step, < 5 s for every vector flow at its defaults (the
+  table of builders, one run on a quiet machine, 2026-12-05 evening):
+  met by maf (1.84 s), nice (1.38), realnvp (3.82) and cnf (0.84); not
+  by nsf (6.58), nsf(coupling=True) (8.41), planar (8.00), radial (9.43)
+  and iaf (24.1). The benchmark's own stacks: NSF-AR 6.38 / 6.53 s,
+  NSF-C 10.30 / 10.04 s (the speed runs). All five that miss compile
+  with XLA, and switching it off does not meet 5 s either: without XLA
+  planar starts in 5.97 s and radial in 5.82 (steps of 8.2 against 2.2
+  ms and 5.1 against 2.6), iaf in 12.2 s (22.9 against 15.7 ms), NSF-C
+  in 6.1 s; the XLA steps pay back their compile within 3 (planar) to 13
+  (iaf) epochs of these 65,536 rows. The time is tracing and compiling
+  the step's graph: IAF's, which trains through the 16-step solve of
+  each of its 5 MADEs, has 17,624 nodes (9,912 constants, 1,002 strided
+  slices and 930 of their gradients, 675 slices from the gradients of
+  the solved rows' growing concatenation), traced in 8.0 s and compiled
+  in 13.2. Tried for the splines and not kept: one compiled coupling
+  applied layer after layer, a smaller spline graph, a loop over stacked
+  coupling weights (above). What remains: for IAF, the first MADE layer
+  kept as a running sum like the others (no growing concatenation) and
+  splits instead of pairs of slices; for the splines, a compile-time
+  lever XLA does not offer through graph size alone.
 - IAF sampling within 1.5x of its dense layers: met in both runs (1.46x,
   1.22x), after the orders replaced the permutations.
 - MAF sampling, 2x TFP's: met in both runs (3.28x, 3.61x), after
@@ -657,32 +691,48 @@ spread across seeds (in brackets) is often wider than the gap between the
 libraries: read single cells with that in mind.
 
 Splines against affine maps (same stacks, same budget): NSF-AR and NSF-C
-are best on digits (2.01 bits/dim against MAF's 2.24 and RealNVP's 2.21)
-and on two moons (1.187 nats against 1.261 and 1.243). On breast cancer
-the median reads worse (NSF-AR 39.05 against MAF's 38.74), but seed by
-seed NSF-AR beats MAF on two of the three (38.24 against 38.46, 41.64
-against 42.62; 39.05 against 38.74 on seed 0): within the seed spread of
-389 training rows.
+are best on digits (2.009 and 2.000 bits/dim against MAF's 2.243 and
+RealNVP's 2.231) and NSF-AR on two moons (1.171 nats against 1.260 and
+1.190). On breast cancer the medians read worse (NSF-AR 39.11 against
+MAF's 38.63, NSF-C 39.03 against RealNVP's 38.71), but seed by seed
+NSF-AR beats MAF on one of three (38.24 against 38.34) and on the worst
+by 3.4 nats (41.67 against 45.09): within the seed spread of 389
+training rows.
 
 Against zuko (same protocol, three seeds), MAF and NSF-AR are within the
-seed spread on every set: two moons 1.261 against 1.248 and 1.187 against
-1.178 nats, breast cancer 38.74 against 38.75 and 39.05 against 39.39,
-digits 2.241 against 2.226 and 2.012 against 1.992 bits/dim, cells 41.12
-against 41.56 for NSF-AR. zuko's MAF is 1.1 nats better in the median
-on cells (40.66 against 41.76; ranges 40.23-42.20 and 40.62-42.35), within
-the spread but the largest gap in the table. tfflows' coupling NSF beats
-zuko's (`passes=2`, a masked network over all entries) on digits (2.009
-against 2.074), breast cancer (39.00 against 40.06) and cells (41.85
-against 44.26); zuko's RealNVP (checkered masks) is best of the three on
-two moons. Cells has heavy tails, and a single test row can carry a
-mean: on one seed tfflows' RealNVP scores 59.12 (39.74 and 41.32 on the
-others) and TFP's RealNVP gives one test row a log-density of -inf. A
-median per-row NLL beside the mean, and what the coupling does with
-that row, are the next things to look at.
+seed spread on every set but one: two moons 1.260 against 1.248 and
+1.171 against 1.178 nats, breast cancer 38.63 against 38.75 and 39.11
+against 39.39, digits 2.243 against 2.226 and 2.009 against 1.992
+bits/dim, cells 41.45 against 41.56 for NSF-AR. The exception is MAF on
+cells: 43.12 against 40.66 in the median (seeds 420.99, 43.12, 40.41
+against 42.20, 40.66, 40.23). Cells has heavy tails (test features up
+to 13 training standard deviations, the training rows' largest 8-9),
+and a mean over 302 test rows is carried by its worst few. Measured on
+seeds 0 and 1 (tfflows' MAF retrained with the table's protocol, zuko's
+rerun with per-row values kept): the median test row is better for
+tfflows (38.76 and 37.74 nats against zuko's 38.90 and 38.46), the
+worst rows much worse (one row of 114,555 nats on seed 0, where zuko's
+worst is 455; two of 488 and 627 on seed 1, zuko's worst 121), and the
+mean follows them (420.99 and 43.12 against 42.34 and 40.53). Those
+rows grow gradually through the five layers (|z| 13 -> 33 on seed 1's
+worst), no single layer or clamp blows up; the same MAF with a reverse
+permutation between natural-order MADEs (the same family of flows)
+trained on the same seeds gives 42.79 and 41.66 with worst rows of 386,
+and medians of 39.61 and 38.51: which model extrapolates worst varies
+with the initialisation, not the library. The RealNVP row shows the
+same on one seed (4,721 nats; TFP's RealNVP gives one test row a
+log-density of -inf on two seeds). What remains: a per-row median
+beside the mean in this table (it needs every training rerun, the cache
+keeps means), and an extrapolation guard for affine flows if one can be
+found that costs the bulk nothing. tfflows' coupling NSF beats zuko's
+(`passes=2`, a masked network over all entries) on digits (2.000
+against 2.074), breast cancer (39.03 against 40.06) and cells (42.13
+against 44.26); zuko's NSF-C is best of the three on two moons (1.164
+against 1.203).
 
 With `--cache`, quality cells come from the trainings kept in that file
-(`benchmarks/quality_runs.jsonl`): the tfflows and TFP rows of two moons,
-breast cancer and digits from 543b13a's library, zuko's and cells' from
-this run's (2026-12-02); they may predate the library that ran the speed
-tables.
+(`benchmarks/quality_runs.jsonl`): the tfflows and TFP rows from a rerun
+on 2026-12-05 (evening) with the library of the speed tables (MAF and
+NSF-AR with alternating MADE orders), zuko's from the 2026-12-02 run
+(its code unchanged since).
 """
