@@ -182,14 +182,7 @@ def first_step_seconds(kind, arch, x, batch_size, jit_compile="auto"):
     keras.utils.set_random_seed(0)
     flow = build(kind, **arch)
     reference = mirror(flow)
-    flow.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
-    start = time.perf_counter()
-    try:
-        flow.fit(x, batch_size=batch_size, epochs=1, verbose=0,
-                 callbacks=[_StopAtFirstBatch()])
-    except _FirstExecution:
-        pass
-    ours = time.perf_counter() - start
+    ours = _seconds_to_first_step(flow, x, batch_size, jit_compile)
     start = time.perf_counter()
     reference.trainer(x, batch_size)(steps=1)
     return ours, time.perf_counter() - start
@@ -220,15 +213,22 @@ def first_steps_at_defaults(names, x, batch_size, jit_compile="auto"):
     for name in names:
         keras.utils.set_random_seed(0)
         flow = DEFAULT_BUILDERS[name](x.shape[1])
-        flow.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
-        start = time.perf_counter()
-        try:
-            flow.fit(x, batch_size=batch_size, epochs=1, verbose=0,
-                     callbacks=[_StopAtFirstBatch()])
-        except _FirstExecution:
-            pass
-        result[name] = (time.perf_counter() - start, bool(flow.jit_compile))
+        seconds = _seconds_to_first_step(flow, x, batch_size, jit_compile)
+        result[name] = (seconds, bool(flow.jit_compile))
     return result
+
+
+def _seconds_to_first_step(flow, x, batch_size, jit_compile):
+    """Compiles `flow` at its defaults (Adam) and times `fit(x)` to the end
+    of its first execution."""
+    flow.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
+    start = time.perf_counter()
+    try:
+        flow.fit(x, batch_size=batch_size, epochs=1, verbose=0,
+                 callbacks=[_StopAtFirstBatch()])
+    except _FirstExecution:
+        pass
+    return time.perf_counter() - start
 
 
 def matmul_floor_seconds(flow, batch_size, repeats, seed=0):
