@@ -21,6 +21,7 @@ import tensorflow_probability as tfp
 import tf_keras
 
 from tfflows import layers as L
+from tfflows._tracing import traced_once
 from tfflows.bijectors import uniform_dequantize
 
 tfb, tfd = tfp.bijectors, tfp.distributions
@@ -67,6 +68,7 @@ class TFPFlow(tf.Module):
             optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
             return loss
 
+        traced_once(step)  # one step per flow (see tfflows._tracing)
         data = tf.data.Dataset.from_tensor_slices(x).shuffle(len(x), seed=seed)
         data = data.batch(batch_size)
         if num_bins:

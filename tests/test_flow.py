@@ -148,6 +148,14 @@ def test_no_retracing_warnings_in_normal_use(tmp_path):
             flow.log_prob(x), flow.encode(x), flow.decode(x), flow.sample(3, seed=seed)
         glow = _perturbed("glow", tf.constant(_images(4)))
         tff.export.saved_model(glow, tmp_path / "glow")
+        # Keras makes every model's train, test and predict functions from
+        # one code object too: six flows fitted for one step each.
+        x = _vectors(16)
+        for _ in range(6):
+            flow = tff.models.maf(3, num_layers=1, hidden_units=(8,))
+            flow.compile()
+            flow.fit(x, batch_size=16, verbose=0, validation_data=x)
+            flow.evaluate(x, verbose=0), flow.predict(x, verbose=0)
     finally:
         logger.removeHandler(handler)
     retracing = [r.getMessage() for r in records if "retracing" in r.getMessage()]

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfflows._tracing import traced_once
 from tfflows.objectives import split_inputs
 
 __all__ = ["FlowHealth"]
@@ -169,11 +170,8 @@ class FlowHealth(keras.callbacks.Callback):
     def measure(self):
         """Runs the probe now; returns the record it adds to `records`."""
         if self._function is None or self._function_model is not self.model:
-            self._function = tf.function(self._diagnose, autograph=False)
-            # Traced once per flow; TF's frequent-retracing warning counts
-            # traces per code object, so every FlowHealth of a process
-            # would look like one function retracing (as in flow.py).
-            self._function._omit_frequent_tracing_warning = True
+            self._function = traced_once(  # once per flow
+                tf.function(self._diagnose, autograph=False))
             self._function_model = self.model
             self._tensors = self._probe_tensors()
         x, context = self._tensors

@@ -9,6 +9,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfflows._checks import integer
+from tfflows._tracing import traced_once
 from tfflows.distributions import StandardNormal, as_base
 from tfflows.layers.base import bound
 from tfflows.layers.multiscale import Logit
@@ -91,13 +92,10 @@ def _as_graph_when_eager(method):
         functions = self.__dict__.setdefault("_graph_functions", {})
         if key not in functions:
             call = lambda *t: method(self, **static, **dict(zip(names, t)))
-            function = tf.function(call, input_signature=specs, autograph=False)
-            # Each function is traced once, for its own signature. TF's
-            # frequent-retracing warning counts traces per Python code object,
-            # and every entry of every flow's cache shares `call`'s: it would
-            # warn of "retracing" that is this cache filling up.
-            function._omit_frequent_tracing_warning = True
-            functions[key] = function
+            # Each function is traced once, for its own signature (TF would
+            # warn of "retracing" that is this cache filling up).
+            functions[key] = traced_once(
+                tf.function(call, input_signature=specs, autograph=False))
         return functions[key](*tensors)
 
     @functools.wraps(method)
@@ -765,6 +763,18 @@ class Flow(keras.Model):
 
     def test_step(self, data):
         return super().test_step(self.objective.prepare(data))
+
+    def make_train_function(self, force=False):
+        super().make_train_function(force)
+        return traced_once(self.train_function)
+
+    def make_test_function(self, force=False):
+        super().make_test_function(force)
+        return traced_once(self.test_function)
+
+    def make_predict_function(self, force=False):
+        super().make_predict_function(force)
+        return traced_once(self.predict_function)
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto",
             callbacks=None, validation_split=0.0, validation_data=None,

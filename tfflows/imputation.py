@@ -34,6 +34,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfflows._checks import integer
+from tfflows._tracing import traced_once
 from tfflows.distributions import stateless_seed
 
 __all__ = ["impute", "ImputeDiagnostics"]
@@ -396,10 +397,9 @@ def _mcmc_function(flow, num_rows, num_samples, num_chains, num_burnin_steps,
                  tf.TensorSpec([2], tf.int32)]
     if conditional:
         signature.append(tf.TensorSpec([rows, flow.context_dim], dtype))
-    function = tf.function(run, input_signature=signature, autograph=False)
-    function._omit_frequent_tracing_warning = True
-    functions[key] = function
-    return function
+    functions[key] = traced_once(
+        tf.function(run, input_signature=signature, autograph=False))
+    return functions[key]
 
 
 def impute(flow, x, num_samples=100, seed=None, context=None, num_chains=4,

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfflows._tracing import traced_once
 from tfflows.flow import Flow
 from tfflows.objectives import FlowMatching, split_inputs
 
@@ -226,7 +227,7 @@ def _all_reduce(strategy, op, tensors):
             return ctx.all_reduce(op, [tf.identity(t) for t in tensors])
         return strategy.run(fn)
 
-    return strategy.experimental_local_results(reduce())[0]
+    return strategy.experimental_local_results(traced_once(reduce)())[0]
 
 
 def _average_across_replicas(strategy, variables):
@@ -326,7 +327,7 @@ def _make_step(flow, strategy, element_spec, noise_seed=None):
                                           axis=None)
         return [total(s) for s in sums], total(n)
 
-    return step
+    return traced_once(step)  # one per fit
 
 
 def _save(checkpoint, manager, number):

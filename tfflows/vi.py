@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfflows._checks import integer
+from tfflows._tracing import traced_once
 from tfflows.flow import Flow, xla_by_default
 from tfflows.objectives import ReverseKL
 
@@ -191,8 +192,9 @@ def _make_step(flow, objective, optimizer, variables, context, seed, jit_compile
         optimizer.apply_gradients(zip(gradients, variables))
         return objective.metrics(log_weights)
 
-    return tf.function(train_step, jit_compile=jit_compile, autograph=False,
-                       input_signature=[tf.TensorSpec([], tf.int64)])
+    return traced_once(tf.function(  # once per fit
+        train_step, jit_compile=jit_compile, autograph=False,
+        input_signature=[tf.TensorSpec([], tf.int64)]))
 
 
 def _log_weights(flow, target_log_prob_fn, num_samples, seed, context):
