@@ -80,16 +80,38 @@ def test_condition_kwargs_reach_the_conditioner_through_chain():
     np.testing.assert_allclose(y[:, 2:], 2.)  # 0 * e^0.5 + 1, then + 1
     np.testing.assert_allclose(y[:, :2], 1.)
     ldj = chain.forward_log_det_jacobian(x, 1, cond_coupling={"context": context})
-    np.testing.assert_allclose(ldj, 2 * 5. * math.tanh(0.5 / 5.), rtol=1e-6)
+    np.testing.assert_allclose(ldj, 2 * 0.5 / (1 + 0.5 / 5.), rtol=1e-6)
 
 
-def test_soft_clamp_bounds_the_log_scale():
-    big = lambda x_a: (tf.zeros_like(x_a), 1e4 * tf.ones_like(x_a))
-    bijector = tff.bijectors.AffineCoupling(big, [2], log_scale_clamp=3.0)
+@pytest.mark.parametrize("form", ["rational", "tanh"])
+def test_soft_clamp_bounds_the_log_scale(form):
+    big = lambda x_a: (tf.zeros_like(x_a), 1e7 * tf.ones_like(x_a))
+    bijector = tff.bijectors.AffineCoupling(big, [2], log_scale_clamp=3.0,
+                                            clamp_form=form)
     y = bijector.forward(tf.ones([1, 2]))
     assert np.all(np.isfinite(y)) and float(y[0, 1]) == pytest.approx(math.exp(3.), rel=1e-5)
     unclamped = tff.bijectors.AffineCoupling(lambda x: (x, x), [2], log_scale_clamp=None)
     assert float(unclamped.forward_log_det_jacobian(tf.fill([1, 2], 7.), 1)[0]) == pytest.approx(7.)
+
+
+def test_soft_clamp_forms():
+    s = tf.constant([-40., -2., -0.1, 0., 0.1, 2., 40.], tf.float64)
+    rational = tff.bijectors.soft_clamp(s, 5.0)  # the default form
+    np.testing.assert_allclose(rational, s / (1 + np.abs(s) / 5), rtol=1e-12)
+    tanh = tff.bijectors.soft_clamp(s, 5.0, form="tanh")
+    np.testing.assert_allclose(tanh, 5 * np.tanh(s / 5), rtol=1e-12)
+    for clamped in (rational, tanh):  # bounded, odd, increasing, slope 1 at 0
+        assert np.all(np.abs(clamped) < 5) and np.all(np.diff(clamped) > 0)
+        np.testing.assert_allclose(clamped, -clamped[::-1])
+    with tf.GradientTape() as tape:
+        tape.watch(s)
+        y = tff.bijectors.soft_clamp(s, 5.0)
+    np.testing.assert_allclose(tape.gradient(y, s), 1 / (1 + np.abs(s) / 5) ** 2, rtol=1e-12)
+    assert tff.bijectors.soft_clamp(s, None) is s
+    with pytest.raises(ValueError, match=r"clamp_form=.*'sigmoid'"):
+        tff.bijectors.soft_clamp(s, 5.0, form="sigmoid")
+    with pytest.raises(ValueError, match=r"clamp_form=.*'sigmoid'"):
+        tff.bijectors.transformers.Affine(clamp_form="sigmoid")
 
 
 def test_checkerboard_leaves_its_squares_untouched():

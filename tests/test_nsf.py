@@ -229,8 +229,43 @@ def test_affine_layers_shift_in_the_latent_and_old_configs_keep_the_data_form():
     x = tf.constant([1.0])
     data_form, _ = T.Affine(shift="data").forward(x, params)
     latent_form, _ = T.Affine(shift="latent").forward(x, params)
-    np.testing.assert_allclose(data_form, np.exp(5 * np.tanh(0.3 / 5)) + 0.5, rtol=1e-6)
-    np.testing.assert_allclose(latent_form, (1.0 - 0.5) * np.exp(5 * np.tanh(0.3 / 5)), rtol=1e-6)
+    np.testing.assert_allclose(data_form, np.exp(0.3 / (1 + 0.3 / 5)) + 0.5, rtol=1e-6)
+    np.testing.assert_allclose(latent_form, (1.0 - 0.5) * np.exp(0.3 / (1 + 0.3 / 5)), rtol=1e-6)
+
+
+def test_affine_layers_clamp_rationally_and_old_configs_keep_tanh():
+    """New affine layers and bijectors soft-clamp the log-scale in the
+    rational form (measured better in transformers/affine.py); configs
+    written before the option load with the tanh clamp they were trained
+    with, and new configs say which form they hold."""
+    T = tff.bijectors.transformers
+    for layer in (L.AffineCoupling(), L.Coupling("affine"), L.MaskedAutoregressive(),
+                  L.MaskedAutoregressive(iaf=True)):
+        assert layer.transformer.clamp_form == "rational"
+    for bijector in (tff.bijectors.AffineCoupling(lambda x: (x, x), [2]),
+                     tff.bijectors.MaskedAutoregressive(lambda x: (x, x))):
+        assert bijector.transformer.clamp_form == "rational"
+    assert T.deserialize({"name": "affine", "config": {"log_scale_clamp": 5.0,
+                                                       "shift": "latent"}}).clamp_form == "tanh"
+    made = L.MaskedAutoregressive(hidden_units=(4,)).get_config()
+    old_ar = {**made, "transformer": {"name": "affine", "config": {
+        "log_scale_clamp": 5.0, "shift": "latent"}}}
+    assert L.MaskedAutoregressive.from_config(old_ar).transformer.clamp_form == "tanh"
+    assert L.MaskedAutoregressive.from_config(
+        {k: v for k, v in made.items() if k != "transformer"}).transformer.clamp_form == "tanh"
+    old_coupling = {k: v for k, v in L.AffineCoupling().get_config().items()
+                    if k != "clamp_form"}
+    assert L.AffineCoupling.from_config(old_coupling).transformer.clamp_form == "tanh"
+    for layer in (L.AffineCoupling(clamp_form="tanh"), L.AffineCoupling(),
+                  L.Coupling(T.Affine(clamp_form="tanh")),
+                  L.MaskedAutoregressive(transformer=T.Affine(clamp_form="tanh"))):
+        assert type(layer).from_config(layer.get_config()).transformer == layer.transformer
+    # The two forms are different maps for the same parameters.
+    params = tf.constant([[0.0, 2.0]])
+    x = tf.constant([1.0])
+    np.testing.assert_allclose(T.Affine().forward(x, params)[1], 2 / (1 + 2 / 5), rtol=1e-6)
+    np.testing.assert_allclose(T.Affine(clamp_form="tanh").forward(x, params)[1],
+                               5 * np.tanh(2 / 5), rtol=1e-6)
     with pytest.raises(ValueError, match=r"shift must be one of .*Received: shift='both'"):
         T.Affine(shift="both")
 

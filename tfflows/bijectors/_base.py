@@ -147,16 +147,39 @@ class FlowBijector(tfp.bijectors.Bijector):
                         f"{expected}. Received: {name}.shape={tuple(shape)}")
 
 
-def soft_clamp(log_scale, clamp):
-    """`clamp * tanh(log_scale / clamp)`: smooth, identity near 0, |.| < clamp.
+CLAMP_FORMS = ("rational", "tanh")
 
-    Keeps `exp(log_scale)` finite without the dead gradients of a hard clip.
-    `clamp=None` returns `log_scale` unchanged.
+
+def soft_clamp(log_scale, clamp, form="rational"):
+    """A smooth bound on a log-scale: the identity near 0, `|.| < clamp`.
+
+    ```none
+    form="rational" (default):  s / (1 + |s| / c)
+    form="tanh":                c * tanh(s / c)
+    ```
+
+    Both keep `exp(log_scale)` finite without the dead gradients of a hard
+    clip. Their slopes differ away from 0: `1 / (1 + |s|/c)^2` falls off as
+    a power of `|s|`, `1 - tanh^2(s/c)` exponentially; the rational form
+    (zuko's) trains affine flows to better held-out likelihoods (measured in
+    `tfflows.bijectors.transformers.Affine`). `clamp=None` returns
+    `log_scale` unchanged.
     """
     if clamp is None:
         return log_scale
     clamp = tf.cast(clamp, log_scale.dtype)
-    return clamp * tf.math.tanh(log_scale / clamp)
+    if form == "tanh":
+        return clamp * tf.math.tanh(log_scale / clamp)
+    validate_clamp_form(form)
+    return log_scale / (1 + tf.abs(log_scale) / clamp)
+
+
+def validate_clamp_form(form):
+    """Checks a `clamp_form` argument; returns it."""
+    if form not in CLAMP_FORMS:
+        raise ValueError(f"clamp_form must be one of {CLAMP_FORMS}. Received: "
+                         f"clamp_form={form!r}")
+    return form
 
 
 def validate_clamp(clamp):

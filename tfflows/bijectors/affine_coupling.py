@@ -15,7 +15,7 @@ class AffineCoupling(Coupling):
     transformed part `x_b`, and `(t, s_raw) = f(x_a)`:
 
     ```none
-    s = c * tanh(s_raw / c)                     (soft clamp, c = log_scale_clamp)
+    s = s_raw / (1 + |s_raw| / c)               (soft clamp, c = log_scale_clamp)
     forward:  y_a = x_a,  y_b = x_b * exp(s) + t
     inverse:  x_a = y_a,  x_b = (y_b - t) * exp(-s)
     log|det dy/dx| = sum(s over the transformed entries)
@@ -45,7 +45,9 @@ class AffineCoupling(Coupling):
       num_masked: `half` only, in `[1, D - 1]`; default `D // 2`.
       flip: swap which part conditions.
       log_scale_clamp: bound `c` of the soft clamp (default 5, so
-        `exp(s)` stays in `[e^-5, e^5]`); `None` disables it.
+        `exp(s)` stays in `(e^-5, e^5)`); `None` disables it.
+      clamp_form: "rational" (default, above) or "tanh" (`c tanh(s_raw / c)`);
+        see `tfflows.bijectors.soft_clamp`.
       validate_args: check inputs are finite.
       name: bijector name.
 
@@ -54,15 +56,16 @@ class AffineCoupling(Coupling):
       >>> net = lambda xa: (tf.zeros_like(xa), 0.5 * tf.ones_like(xa))
       >>> b = tff.bijectors.AffineCoupling(net, event_shape=[2])
       >>> b.forward_log_det_jacobian(tf.zeros([1, 2]), event_ndims=1).numpy()
-      array([0.49834], dtype=float32)
+      array([0.45454544], dtype=float32)
     """
 
     def __init__(self, shift_and_log_scale_fn, event_shape, mask="half",
                  num_masked=None, flip=False, log_scale_clamp=5.0,
-                 validate_args=False, name="affine_coupling"):
+                 validate_args=False, name="affine_coupling",
+                 clamp_form="rational"):
         parameters = dict(locals())
         super().__init__(shift_and_log_scale_fn, event_shape,
-                         transformer=Affine(log_scale_clamp, shift="data"), mask=mask,
+                         transformer=Affine(log_scale_clamp, "data", clamp_form), mask=mask,
                          num_masked=num_masked, flip=flip,
                          validate_args=validate_args, name=name,
                          parameters=parameters)

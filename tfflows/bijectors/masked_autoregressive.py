@@ -36,7 +36,7 @@ class MaskedAutoregressive(Autoregressive):
     passes, as in IAF. Either way, the sequential direction runs a
     `tf.while_loop` of exactly D network calls, the last of which also
     yields the log-det; the one-pass direction calls the network once. `s`
-    is soft-clamped (`c * tanh(s / c)`).
+    is soft-clamped (`s / (1 + |s| / c)`, `tfflows.bijectors.soft_clamp`).
 
     References:
       George Papamakarios, Theo Pavlakou, Iain Murray (2017). Masked
@@ -61,19 +61,20 @@ class MaskedAutoregressive(Autoregressive):
         passes.
       iaf: swap directions (IAF: one-pass sampling).
       log_scale_clamp: soft clamp bound `c` (default 5); None disables it.
+      clamp_form: "rational" (default) or "tanh" (`soft_clamp`'s `form`).
       validate_args: check inputs are finite.
       name: bijector name.
     """
 
     def __init__(self, shift_and_log_scale_fn, event_size=None, iaf=False,
                  log_scale_clamp=5.0, solve_fn=None, validate_args=False,
-                 name="masked_autoregressive"):
+                 name="masked_autoregressive", clamp_form="rational"):
         parameters = dict(locals())
         if not callable(shift_and_log_scale_fn):
             raise ValueError(
                 "shift_and_log_scale_fn must be callable. Received: "
                 f"{shift_and_log_scale_fn!r}")
-        super().__init__(shift_and_log_scale_fn, transformer=Affine(log_scale_clamp, shift="data"),
+        super().__init__(shift_and_log_scale_fn, transformer=Affine(log_scale_clamp, "data", clamp_form),
                          event_size=event_size, iaf=iaf,
                          solve_fn=solve_fn, validate_args=validate_args,
                          name=name, parameters=parameters)

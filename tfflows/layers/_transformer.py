@@ -45,9 +45,11 @@ def transformer_config(transformer):
 
 
 # How configs written before `Affine(shift=...)` existed name the affine
-# transformer; those layers were trained with the shift in the data.
+# transformer; those layers were trained with the shift in the data and
+# the tanh clamp.
 _LEGACY_AFFINE = {"name": "affine", "config": {"log_scale_clamp": 5.0,
-                                                "shift": "data"}}
+                                                "shift": "data",
+                                                "clamp_form": "tanh"}}
 
 
 def upgrade_config(config):

@@ -169,22 +169,29 @@ class AffineCoupling(_FixedCoupling):
       shift: "latent" (default) or "data", where the network's shift applies
         (`tfflows.bijectors.transformers.Affine`); configs saved before
         this argument existed load as "data".
+      clamp_form: "rational" (default) or "tanh", the form of the
+        log-scale's soft clamp (`Affine`); configs saved before this
+        argument existed load as "tanh".
     """
 
     _transformer_name = "affine"
 
     def __init__(self, mask="half", flip=False, num_masked=None,
                  hidden_units=(64, 64), hidden_channels=64, context_dim=None,
-                 shift="latent", **kwargs):
+                 shift="latent", clamp_form="rational", **kwargs):
         super().__init__(mask=mask, flip=flip, num_masked=num_masked,
                          hidden_units=hidden_units,
                          hidden_channels=hidden_channels,
                          context_dim=context_dim,
-                         transformer_options={"shift": shift}, **kwargs)
+                         transformer_options={"shift": shift,
+                                              "clamp_form": clamp_form},
+                         **kwargs)
 
     def get_config(self):
-        return {**super().get_config(), "shift": self.transformer.shift}
+        return {**super().get_config(), "shift": self.transformer.shift,
+                "clamp_form": self.transformer.clamp_form}
 
     @classmethod
     def from_config(cls, config):
-        return cls(**{"shift": "data", **config})  # older configs: no shift
+        # Older configs: no shift (trained with "data"), no clamp_form ("tanh").
+        return cls(**{"shift": "data", "clamp_form": "tanh", **config})

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from tfflows.bijectors._base import soft_clamp, validate_clamp
+from tfflows.bijectors._base import soft_clamp, validate_clamp, validate_clamp_form
 from tfflows.bijectors.transformers._base import Transformer
 
 __all__ = ["Affine", "affine_forward", "affine_inverse"]
@@ -22,7 +22,7 @@ class Affine(Transformer):
     """A scale and a shift, the log-scale soft-clamped.
 
     ```none
-    s = c * tanh(s_raw / c)                  (c = log_scale_clamp)
+    s = s_raw / (1 + |s_raw| / c)            (c = log_scale_clamp)
     shift="data":    forward y = x * exp(s) + t,    inverse x = (y - t) * exp(-s)
     shift="latent":  forward y = (x - t) * exp(s),  inverse x = y * exp(-s) + t
     log|dy/dx| = s
@@ -46,6 +46,20 @@ class Affine(Transformer):
     funnel (seeds 0 / 1 / 2; banana: equal), so IAF layers
     (`tfflows.layers.MaskedAutoregressive(iaf=True)`) default to "data".
 
+    The clamp's form (`soft_clamp`) is "rational" by default, as zuko's: its
+    slope falls off as a power of `|s_raw|` where tanh's falls off
+    exponentially. Test NLL (the quality protocol of `python -m benchmarks`,
+    5-layer MAF / 8-coupling RealNVP, c = 5, seeds 0 / 1 / 2) with "tanh" /
+    "rational": cells MAF 420.99 / 105.63, 43.12 / 41.10, 40.41 / 40.27 and
+    RealNVP 4721.43 / 46.67, 41.80 / 41.20, 40.14 / 40.05 (a few test rows
+    far outside the training data carry the means: the rational form
+    extrapolates them less wildly); digits bits/dim MAF 2.243 / 2.236,
+    2.273 / 2.263, 2.217 / 2.205 and RealNVP 2.251 / 2.246, 2.231 / 2.223,
+    2.202 / 2.203; two moons MAF 1.260 / 1.221, 1.230 / 1.304, 1.328 /
+    1.163 and RealNVP 1.190 / 1.136, 1.375 / 1.234, 1.176 / 1.160; whitened
+    breast cancer within 0.3 nats on every seed. c = 6.9 (zuko's bound)
+    was as good or a little worse.
+
     Parameters per entry: 2, in the order `[t, s_raw]` (shift, raw
     log-scale); zeros are the identity.
 
@@ -55,17 +69,21 @@ class Affine(Transformer):
 
     Args:
       log_scale_clamp: bound `c` of the soft clamp (default 5, so `exp(s)`
-        stays in `[e^-5, e^5]`); None disables it.
+        stays in `(e^-5, e^5)`); None disables it.
       shift: "latent" (default) or "data": where the shift applies (above).
         Configs saved before this option existed load as "data", the form
+        they were trained with.
+      clamp_form: "rational" (default) or "tanh", as `soft_clamp`'s `form`.
+        Configs saved before this option existed load as "tanh", the form
         they were trained with.
     """
 
     name = "affine"
     SHIFTS = ("data", "latent")
 
-    def __init__(self, log_scale_clamp=5.0, shift="latent"):
+    def __init__(self, log_scale_clamp=5.0, shift="latent", clamp_form="rational"):
         self.log_scale_clamp = validate_clamp(log_scale_clamp)
+        self.clamp_form = validate_clamp_form(clamp_form)
         if shift not in self.SHIFTS:
             raise ValueError(f"shift must be one of {self.SHIFTS}. Received: "
                              f"shift={shift!r}")
@@ -79,7 +97,7 @@ class Affine(Transformer):
         """`(t, s)` from raw parameters (`[..., 2]` or a pair), the log-scale
         clamped."""
         shift, log_scale = self.planes(params)
-        return shift, soft_clamp(log_scale, self.log_scale_clamp)
+        return shift, soft_clamp(log_scale, self.log_scale_clamp, self.clamp_form)
 
     def _forward(self, x, params):
         shift, log_scale = self.shift_and_log_scale(params)
@@ -94,8 +112,10 @@ class Affine(Transformer):
         return affine_inverse(y, shift, log_scale), -log_scale
 
     def get_config(self):
-        return {"log_scale_clamp": self.log_scale_clamp, "shift": self.shift}
+        return {"log_scale_clamp": self.log_scale_clamp, "shift": self.shift,
+                "clamp_form": self.clamp_form}
 
     @classmethod
     def from_config(cls, config):
-        return cls(**{"shift": "data", **config})  # older configs: no shift
+        # Older configs: no shift (trained with "data"), no clamp_form ("tanh").
+        return cls(**{"shift": "data", "clamp_form": "tanh", **config})
