@@ -43,8 +43,9 @@ class Affine(Transformer):
     the direction the objective differentiates. Trained by reverse KL (the
     sampling direction), a 4-layer IAF reaches a KL of 0.010 / 0.010 / 0.009
     with "data" against 0.016 / 0.040 / 0.013 with "latent" on Neal's
-    funnel (seeds 0 / 1 / 2; banana: equal; these with the tanh clamp), so IAF layers
-    (`tfflows.layers.MaskedAutoregressive(iaf=True)`) default to "data".
+    funnel (seeds 0 / 1 / 2; banana: equal; measured with the tanh clamp),
+    so IAF layers (`tfflows.layers.MaskedAutoregressive(iaf=True)`)
+    default to "data".
 
     The clamp's form (`soft_clamp`) is "rational" by default, as zuko's: its
     slope falls off as a power of `|s_raw|` where tanh's falls off
