@@ -165,12 +165,12 @@ def soft_clamp(log_scale, clamp, form="rational"):
     `tfflows.bijectors.transformers.Affine`). `clamp=None` returns
     `log_scale` unchanged.
     """
+    validate_clamp_form(form)
     if clamp is None:
         return log_scale
     clamp = tf.cast(clamp, log_scale.dtype)
     if form == "tanh":
         return clamp * tf.math.tanh(log_scale / clamp)
-    validate_clamp_form(form)
     return log_scale / (1 + tf.abs(log_scale) / clamp)
 
 

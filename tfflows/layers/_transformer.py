@@ -47,9 +47,8 @@ def transformer_config(transformer):
 # How configs written before `Affine(shift=...)` existed name the affine
 # transformer; those layers were trained with the shift in the data and
 # the tanh clamp.
-_LEGACY_AFFINE = {"name": "affine", "config": {"log_scale_clamp": 5.0,
-                                                "shift": "data",
-                                                "clamp_form": "tanh"}}
+_LEGACY_AFFINE = {"name": "affine", "config": {
+    "log_scale_clamp": 5.0, **transformers.Affine.LEGACY_DEFAULTS}}
 
 
 def upgrade_config(config):

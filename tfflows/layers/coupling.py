@@ -193,5 +193,4 @@ class AffineCoupling(_FixedCoupling):
 
     @classmethod
     def from_config(cls, config):
-        # Older configs: no shift (trained with "data"), no clamp_form ("tanh").
-        return cls(**{"shift": "data", "clamp_form": "tanh", **config})
+        return cls(**{**transformers.Affine.LEGACY_DEFAULTS, **config})

@@ -82,6 +82,8 @@ class Affine(Transformer):
 
     name = "affine"
     SHIFTS = ("data", "latent")
+    # What configs written before an option existed were trained with.
+    LEGACY_DEFAULTS = {"shift": "data", "clamp_form": "tanh"}
 
     def __init__(self, log_scale_clamp=5.0, shift="latent", clamp_form="rational"):
         self.log_scale_clamp = validate_clamp(log_scale_clamp)
@@ -119,5 +121,4 @@ class Affine(Transformer):
 
     @classmethod
     def from_config(cls, config):
-        # Older configs: no shift (trained with "data"), no clamp_form ("tanh").
-        return cls(**{"shift": "data", "clamp_form": "tanh", **config})
+        return cls(**{**cls.LEGACY_DEFAULTS, **config})
