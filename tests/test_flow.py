@@ -443,6 +443,41 @@ def test_fit_logs_the_real_nll():
     assert "bits_per_dim" not in history
 
 
+@pytest.mark.parametrize("conditional", [False, True])
+def test_a_short_last_batch_is_filled_up_and_weighted_out(conditional):
+    """70 rows in batches of 16 (and 40 validation rows): every step sees 16
+    rows, so the training and validation steps are traced once each (a
+    short last batch traced, and compiled under XLA, the step again), and
+    the logged figures are still the means over the real rows."""
+    flow = tff.models.maf(3, num_layers=2, hidden_units=(8,),
+                          context_dim=3 if conditional else None)
+    perturb(flow, scale=0.05)
+    flow.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
+    traced = []
+    call = flow.call
+
+    def counting(inputs, training=None):
+        traced.append((bool(training), tf.nest.flatten(inputs)[0].shape[0]))
+        return call(inputs, training=training)
+
+    flow.call = counting
+    x, x_val = _vectors(70), _vectors(40, seed=3)
+    if conditional:
+        x = {"x": x, "context": _context(70)}
+        x_val = {"x": x_val, "context": _context(40, seed=4)}
+    history = flow.fit(x, batch_size=16, epochs=2, verbose=0,
+                       validation_data=x_val).history
+    assert sorted(set(traced)) == [(False, 16), (True, 16)]
+    assert traced.count((True, 16)) == 1 and traced.count((False, 16)) == 1
+    for data, key in ((x, "nll"), (x_val, "val_nll")):
+        rows = data if not conditional else data["x"]
+        expected = -np.mean(flow.log_prob(rows, None if not conditional
+                                          else data["context"]))
+        np.testing.assert_allclose(history[key], [expected] * 2, rtol=1e-5)
+    np.testing.assert_allclose(history["loss"], history["nll"], rtol=1e-6)
+    np.testing.assert_allclose(history["val_loss"], history["val_nll"], rtol=1e-6)
+
+
 def test_fit_logs_bits_per_dim_for_images():
     flow = tff.models.realnvp(image_shape=(4, 4, 1), levels=1,
                               hidden_channels=8, num_bins=BINS)

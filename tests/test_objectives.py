@@ -104,3 +104,17 @@ def test_no_module_reaches_into_flow_private_methods():
         names = {node.attr for node in ast.walk(ast.parse(path.read_text()))
                  if isinstance(node, ast.Attribute)}
         assert not names & private, f"{path.relative_to(ROOT)} uses {names & private}"
+
+
+def test_weighted_mean_leaves_out_rows_of_weight_zero():
+    values = tf.constant([1.0, 3.0, np.inf, 5.0])
+    weights = tf.constant([1.0, 1.0, 0.0, 2.0])
+    with tf.GradientTape() as tape:
+        tape.watch(values)
+        mean = tff.objectives.weighted_mean(values, weights)
+    assert float(mean) == pytest.approx((1.0 + 3.0 + 10.0) / 4.0)
+    np.testing.assert_allclose(tape.gradient(mean, values), [0.25, 0.25, 0.0, 0.5])
+    assert float(tff.objectives.weighted_mean(values[:2])) == 2.0
+    assert float(tff.objectives.weighted_mean(values, tf.zeros(4))) == 0.0
+    nll = tff.objectives.MaximumLikelihood().loss(-values[:2], tf.constant([1.0, 0.0]))
+    assert float(nll) == 1.0

@@ -33,7 +33,7 @@ from tfflows._hashing import MODULUS, keyed_stream, mix
 from tfflows.bijectors.logit import bits_per_dim, uniform_dequantize
 
 __all__ = ["MaximumLikelihood", "FlowMatching", "ReverseKL", "Estimate", "split_inputs",
-           "effective_sample_size", "log_normalizer", "row_keyed_draws"]
+           "effective_sample_size", "log_normalizer", "row_keyed_draws", "weighted_mean"]
 
 
 Estimate = collections.namedtuple("Estimate", ["value", "stderr"])
@@ -131,9 +131,10 @@ class MaximumLikelihood:
         """`-log p(x)` per example."""
         return -tf.convert_to_tensor(log_prob)
 
-    def loss(self, log_prob):
-        """The mean negative log-likelihood of a batch."""
-        return tf.reduce_mean(self.per_example_loss(log_prob))
+    def loss(self, log_prob, sample_weight=None):
+        """The mean negative log-likelihood of a batch (weighted by
+        `sample_weight`, `[batch]`, if given: `weighted_mean`)."""
+        return weighted_mean(self.per_example_loss(log_prob), sample_weight)
 
     def bits_per_dim(self, log_prob):
         """Discrete-data bits per dimension of each example (image flows)."""
@@ -148,6 +149,19 @@ class MaximumLikelihood:
         if self.num_bins:
             values["bits_per_dim"] = self.bits_per_dim(log_prob)
         return values
+
+
+def weighted_mean(values, sample_weight=None):
+    """The mean of per-example `values`, or with `sample_weight` (`[batch]`,
+    non-negative) their weighted mean `sum(w v) / sum(w)`; rows of weight 0
+    count for nothing, even where their value is not finite, and all-zero
+    weights give 0."""
+    values = tf.convert_to_tensor(values)
+    if sample_weight is None:
+        return tf.reduce_mean(values)
+    weights = tf.cast(sample_weight, values.dtype)
+    kept = tf.where(weights > 0, values, tf.zeros_like(values))
+    return tf.math.divide_no_nan(tf.reduce_sum(weights * kept), tf.reduce_sum(weights))
 
 
 VALIDATION_SEED = 0
@@ -311,9 +325,10 @@ class FlowMatching:
     def per_example_loss(self, residuals):
         return tf.convert_to_tensor(residuals)
 
-    def loss(self, residuals):
-        """The batch's mean squared velocity error."""
-        return tf.reduce_mean(residuals)
+    def loss(self, residuals, sample_weight=None):
+        """The batch's mean squared velocity error (weighted as in
+        `MaximumLikelihood.loss`)."""
+        return weighted_mean(residuals, sample_weight)
 
     def metrics(self, residuals):
         """`{"fm_loss": per-example squared errors}`."""
