@@ -106,7 +106,7 @@ def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
     def broken_check(*args, **kwargs):
         raise tff.export.ExportError("simulated parity failure")
 
-    monkeypatch.setattr(sm_module, "check_saved_model", broken_check)
+    monkeypatch.setattr(sm_module, "_check_loaded", broken_check)
     with pytest.raises(tff.export.ExportError, match="simulated"):
         tff.export.saved_model(_flow("maf"), tmp_path / "m")
     assert os.listdir(tmp_path / "m") == []

@@ -129,8 +129,8 @@ def run(model_path, out_dir, name=None, serving_root="/models"):
     staging = make(parent, STAGING_PREFIX)
     try:
         # The export's own check gives the parity figures: no second reload.
-        _, parity = _export(flow, os.path.join(staging, model_dir), version,
-                            False, LOG_PROB_ATOL)
+        _, parity, loaded = _export(flow, os.path.join(staging, model_dir),
+                                    version, False, LOG_PROB_ATOL)
         onnx_dir = os.path.join("onnx", name)
         blocking = unconvertible_loop_ops(os.path.join(staging, version_dir))
         if blocking:  # a tape inside a CNF's loop: SavedModel only (see export.onnx)
@@ -140,7 +140,7 @@ def run(model_path, out_dir, name=None, serving_root="/models"):
         else:
             onnx_results = export_onnx(os.path.join(staging, version_dir),
                                        os.path.join(staging, onnx_dir),
-                                       probe=probe_inputs(flow))
+                                       probe=probe_inputs(flow), loaded=loaded)
             onnx_parts, onnx_note = [onnx_dir], None
         with open(os.path.join(staging, "models", "models.config"), "w") as f:
             f.write(models_config(name, f"{serving_root}/{name}"))

@@ -73,8 +73,12 @@ def check_saved_model(flow, path, probe=None, atol=LOG_PROB_ATOL):
     """
     from tfflows import files
 
+    return _check_loaded(flow, files.load_saved_model(path), path, probe, atol)
+
+
+def _check_loaded(flow, loaded, path, probe=None, atol=LOG_PROB_ATOL):
+    """`check_saved_model` of the SavedModel at `path`, already `loaded`."""
     probe = probe_inputs(flow) if probe is None else probe
-    loaded = files.load_saved_model(path)
     context = probe.get("context")
     ctx = {} if context is None else {"context": tf.constant(context)}
     x, z = tf.constant(probe["x"]), tf.constant(probe["z"])
@@ -149,7 +153,9 @@ def saved_model(flow, base_dir, version=None, overwrite=False, atol=LOG_PROB_ATO
 
 
 def _export(flow, base_dir, version, overwrite, atol):
-    """`saved_model`'s work; also returns the parity figures of its check."""
+    """`saved_model`'s work; also returns the parity figures of its check
+    and the SavedModel as its check loaded it (for the ONNX conversion:
+    loading takes seconds for a large flow)."""
     if not isinstance(flow, Flow):
         raise ValueError("saved_model exports a tfflows.Flow. Received: "
                          f"{type(flow).__name__}")
@@ -178,9 +184,12 @@ def _export(flow, base_dir, version, overwrite, atol):
             archive.add_endpoint(name, fn, input_signature=specs)
         path = os.path.join(staging, "model")
         archive.write_out(path, verbose=False)
-        diffs = check_saved_model(flow, path, atol=atol)
+        from tfflows import files
+
+        loaded = files.load_saved_model(path)
+        diffs = _check_loaded(flow, loaded, path, atol=atol)
         publish(path, target, aside=staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target, diffs
+    return target, diffs, loaded
 
