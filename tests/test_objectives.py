@@ -116,5 +116,5 @@ def test_weighted_mean_leaves_out_rows_of_weight_zero():
     np.testing.assert_allclose(tape.gradient(mean, values), [0.25, 0.25, 0.0, 0.5])
     assert float(tff.objectives.weighted_mean(values[:2])) == 2.0
     assert float(tff.objectives.weighted_mean(values, tf.zeros(4))) == 0.0
-    nll = tff.objectives.MaximumLikelihood().loss(-values[:2], tf.constant([1.0, 0.0]))
+    nll = tff.objectives.MaximumLikelihood((1,)).loss(-values[:2], tf.constant([1.0, 0.0]))
     assert float(nll) == 1.0
