@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.util import deprecation
 
 from tfflows import files
 from tfflows.export.saved_model import ExportError, _max_diff, publish
@@ -97,7 +98,9 @@ def convert_signature(saved_model_dir, name, output_path, loaded=None):
     inputs = [t.name for t in function.inputs if t.dtype != tf.resource]
     outputs = [t.name for t in function.outputs if t.dtype != tf.resource]
     renames = tf2onnx.convert.tensor_names_from_structed(function, inputs, outputs)
-    with tf.device("/cpu:0"):
+    # tf2onnx freezes the graph with TF1 helpers whose deprecation warnings
+    # (convert_variables_to_constants, extract_sub_graph) a user cannot act on.
+    with tf.device("/cpu:0"), deprecation.silence():
         graph_def = tf_loader.from_function(function, inputs, outputs)
         tf2onnx.convert.from_graph_def(
             graph_def, name=name, input_names=inputs, output_names=outputs,
