@@ -327,9 +327,14 @@ def _reshufflable(x, fit_kwargs):
                         for k in ("sample_weight", "class_weight", "steps_per_epoch")))
 
 
+def _num_rows(x):
+    """The rows of an array or a dict of arrays."""
+    return len(next(iter(x.values())) if isinstance(x, dict) else x)
+
+
 def _split_tail(x, fraction):
     """Keras's `validation_split`: the last `fraction` of the rows."""
-    n = len(next(iter(x.values())) if isinstance(x, dict) else x)
+    n = _num_rows(x)
     cut = int(n * (1.0 - fraction))
     take = lambda a, s: {k: v[s] for k, v in a.items()} if isinstance(a, dict) else a[s]
     return take(x, slice(None, cut)), take(x, slice(cut, None))
@@ -438,8 +443,9 @@ def _epoch_shuffled(x, batch_size, position=None, pad=False):
 
 def _in_order(x, batch_size):
     """`x`'s rows in order, in batches of `batch_size`, the last one filled
-    up with weighted rows (`_cut`): `fit`'s validation data, which Keras
-    would otherwise cut into batches of 32, the last one short."""
+    up with weighted rows (`_cut`): `fit`'s validation data (which Keras
+    would otherwise cut into batches of 32, the last one short), and the
+    arrays of `evaluate` and `predict`."""
     data = tf.nest.map_structure(tf.convert_to_tensor, x)
     n = int(tf.nest.flatten(data)[0].shape[0])
     pad = _pads(n, batch_size)
@@ -899,7 +905,7 @@ class Flow(keras.Model):
                 x, validation_data = _split_tail(x, validation_split)
                 validation_split = 0.0
             batch_size = batch_size or 32
-            rows = len(next(iter(x.values())) if isinstance(x, dict) else x)
+            rows = _num_rows(x)
             position = resume.FitPosition(self, np.random.randint(0, 2**31 - 1),
                                           -(-rows // batch_size))
             # One replica: every batch one shape (see `_cut`). Under a
@@ -919,19 +925,46 @@ class Flow(keras.Model):
                            validation_split=validation_split,
                            validation_data=validation_data, **kwargs)
 
-    def evaluate(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.evaluate`, with arrays checked as `fit` checks them."""
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto",
+                 sample_weight=None, steps=None, callbacks=None,
+                 return_dict=False, **kwargs):
+        """`keras.Model.evaluate`, with arrays checked as `fit` checks them.
+
+        Arrays run in batches of `batch_size` (Keras's 32 by default) whose
+        last one is filled up with rows of weight 0, as in `fit`: one batch
+        shape, so the test step is traced (and compiled by XLA) once, and
+        the figures are the means over the real rows.
+        """
         x = _rows_as_array(x)
         if x is not None:
             self._check_fit_data(x, "x")
-        return super().evaluate(x, y, *args, **kwargs)
+        if y is None and sample_weight is None and self._fills_up(x, steps):
+            x, batch_size = _in_order(x, batch_size or 32), None
+        return super().evaluate(x, y, batch_size=batch_size, verbose=verbose,
+                                sample_weight=sample_weight, steps=steps,
+                                callbacks=callbacks, return_dict=return_dict,
+                                **kwargs)
 
-    def predict(self, x, *args, **kwargs):
+    def predict(self, x, batch_size=None, verbose="auto", steps=None,
+                callbacks=None):
         """`keras.Model.predict`: the log-density of each row, `x` checked as
-        `fit` checks it."""
+        `fit` checks it. Arrays run in batches of one shape, as in
+        `evaluate` (the filling's outputs are dropped)."""
         x = _rows_as_array(x)
         self._check_fit_data(x, "x")
-        return super().predict(x, *args, **kwargs)
+        if not self._fills_up(x, steps):
+            return super().predict(x, batch_size=batch_size, verbose=verbose,
+                                   steps=steps, callbacks=callbacks)
+        rows = _num_rows(x)
+        log_prob = super().predict(_in_order(x, batch_size or 32),
+                                   verbose=verbose, callbacks=callbacks)
+        return log_prob[:rows]
+
+    def _fills_up(self, x, steps):
+        """Whether `evaluate`/`predict` feed arrays `x` through `_in_order`
+        (one replica: see `fit`)."""
+        return (_is_arrays(x) and steps is None
+                and self.distribute_strategy.num_replicas_in_sync == 1)
 
     def _check_fit_data(self, data, name, batch_size=None):
         """Validates fit data; returns `(x, context)` of a first batch."""
