@@ -104,8 +104,9 @@ def _solve_by_full_passes(made, z, context):
 @pytest.mark.parametrize("hidden_units", [(7,), (7, 6), (3, 9, 4), (16, 16)])
 @pytest.mark.parametrize("context_dim", [None, 2])
 @pytest.mark.parametrize("num_params, param_major", [(2, True), (3, False)])
+@pytest.mark.parametrize("unroll", [True, False])
 def test_solve_equals_d_passes_of_the_network(d, order_kind, hidden_units, context_dim,
-                                              num_params, param_major):
+                                              num_params, param_major, unroll):
     made = MADE(d, num_params, hidden_units=hidden_units,
                 input_order=_make_order(order_kind, d), context_dim=context_dim,
                 activation="tanh", seed=3, dtype="float64", param_major=param_major)
@@ -114,7 +115,7 @@ def test_solve_equals_d_passes_of_the_network(d, order_kind, hidden_units, conte
     context = None if context_dim is None else tf.constant(rng.normal(size=(3, 2)))
     made(z, context=context)
     _randomize(made)
-    x, log_det = made.solve(tf.constant(z), _transform, context)
+    x, log_det = made.solve(tf.constant(z), _transform, context, unroll=unroll)
     expected_x, expected_log_det = _solve_by_full_passes(made, z, context)
     assert x.shape == z.shape and log_det.shape == z.shape[:-1]
     np.testing.assert_allclose(x, expected_x, rtol=1e-12, atol=1e-12)
@@ -135,6 +136,33 @@ def test_solve_traces_with_an_unknown_batch_and_passes_a_none_log_det_on():
     x, log_det = solve(z)
     assert log_det is None
     np.testing.assert_allclose(x, z + made(x).numpy()[..., 0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_looped_solve_matches_unrolled_in_graphs_with_gradients(jit_compile):
+    """The looped solve is one step in a tf.while_loop: traced with an
+    unknown batch, compiled by XLA, differentiated (IAF's density trains
+    through it), it gives the unrolled solve's values and gradients."""
+    made = MADE(5, 2, hidden_units=(9, 6), input_order="reversed", context_dim=2,
+                seed=1, dtype="float64")
+    rng = np.random.default_rng(0)
+    z, context = rng.normal(size=(6, 5)), rng.normal(size=(6, 2))
+    made(z, context=context)
+    _randomize(made)
+    spec = [tf.TensorSpec([None, 5], tf.float64), tf.TensorSpec([None, 2], tf.float64)]
+    results = []
+    for unroll in (True, False):
+        @tf.function(input_signature=spec, jit_compile=jit_compile)
+        def solve(z, context):
+            with tf.GradientTape() as tape:
+                x, log_det = made.solve(z, _transform, context, unroll=unroll)
+                loss = tf.reduce_sum(x ** 2) + tf.reduce_sum(log_det)
+            return x, log_det, tape.gradient(loss, made.trainable_variables)
+
+        results.append(solve(tf.constant(z), tf.constant(context)))
+    for unrolled, looped in zip(tf.nest.flatten(results[0]), tf.nest.flatten(results[1])):
+        np.testing.assert_allclose(looped, unrolled, rtol=1e-10, atol=1e-12)
+    assert any(np.abs(g).max() > 0 for g in results[1][2])
 
 
 def test_solve_under_mixed_precision_returns_the_inputs_dtype():
