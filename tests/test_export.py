@@ -188,14 +188,44 @@ def test_onnx_tolerance_scales_with_the_value(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["m", "onnx"]
 
 
-def test_spline_coupling_flow_exports_to_saved_model_and_onnx(tmp_path):
-    flow = tff.models.nsf(event_dim=3, num_layers=2, hidden_units=(8,), coupling=True,
-                          spline_bins=4)
+@pytest.mark.parametrize("coupling", [True, False], ids=["coupling", "autoregressive"])
+def test_spline_flow_exports_to_saved_model_and_onnx(coupling, tmp_path):
+    flow = tff.models.nsf(event_dim=3, num_layers=2, hidden_units=(8,),
+                          coupling=coupling, spline_bins=4 if coupling else 8)
     perturb(flow, scale=0.1)
     path = tff.export.saved_model(flow, tmp_path / "m")
     assert max(tff.export.check_saved_model(flow, path).values()) <= 1e-5
     results = tff.export.onnx(path, tmp_path / "onnx")
-    for _, (onnx_path, diff) in results.items():
+    for name, (onnx_path, diff) in results.items():
         assert diff <= onnx_module.ONNX_ATOL
         ops = {node.op_type for node in onnx_lib.load(onnx_path).graph.node}
         assert "SearchSorted" not in ops
+        if not coupling and name == "decode":
+            # 3 inputs x 23 spline parameters: MADE's solve runs looped,
+            # one ONNX Loop per layer.
+            assert "Loop" in ops
+
+
+def test_onnx_conversion_falls_back_to_tf2onnx_safe_mode(exported, tmp_path, monkeypatch):
+    """The conversion runs tf2onnx's optimizers without their safety copies;
+    should a pass fail there, it converts again in tf2onnx's safe mode
+    (the pass skipped), and the environment is left as it was."""
+    from tf2onnx import optimizer
+
+    _, paths = exported
+    calls = []
+
+    class Failing:
+        graph_been_opt = False
+
+        def optimize(self, graph, iteration):
+            calls.append(os.environ.get("TF2ONNX_CATCH_ERRORS"))
+            raise RuntimeError("a failing optimizer pass")
+
+    monkeypatch.setitem(optimizer._optimizers, "failing", Failing)
+    monkeypatch.delenv("TF2ONNX_CATCH_ERRORS", raising=False)
+    results = tff.export.onnx(paths["maf"], tmp_path / "onnx")
+    assert max(diff for _, diff in results.values()) <= onnx_module.ONNX_ATOL
+    # Per signature: raised once without copies, then skipped in safe mode.
+    assert calls[:2] == ["FALSE", None] and len(calls) >= 6
+    assert "TF2ONNX_CATCH_ERRORS" not in os.environ
