@@ -624,6 +624,28 @@ arithmetic (2 CPU cores, 2026-11-23):
   s, XLA's compile 4.56 against 4.87 s (XLA kept the loop: 11,070 HLO
   lines after optimisation against 17,542, but the compile time did not
   follow the size), and the steady step 26.4 against 19.0 ms.
+- Looped solves, 2026-12-06. The unrolled D steps of `MADE.solve` write
+  the transformer into the graph D times per layer, so an autoregressive
+  flow's first `sample`/`decode` call (tracing) and its export grew with
+  D times the transformer's size: an 8-bin NSF-AR of 5 MADEs took 4.2 s
+  for its first `decode` at 5-D, 14.5 s at 16-D and 31 s at 32-D (55,388
+  graph nodes); a 16-D affine MAF 2.6 s, 32-D 6.0 s. `MADE.solve(...,
+  unroll=False)` runs one step in a `tf.while_loop` instead, each hidden
+  layer's units padded into blocks of one size per degree so the step
+  slices block k at a static size: 1.0-1.4 s for every one of those, at
+  about 1.5-2x the unrolled run time (16-D, 10,000 samples: MAF 0.16
+  against 0.10 s, NSF-AR 0.39-0.55 against 0.31, single processes).
+  `MaskedAutoregressive` unrolls while the steps hand out at most 32
+  parameters in all (a 16-D affine MAF or IAF: the benchmark's MAF and
+  IAF, and MAF sampling's target, are unchanged) and loops beyond (every
+  spline above 1-D; before, D full passes above 64-D). An IAF trained
+  through the looped solve started in 8.6 s instead of 27 s but stepped
+  in 38.5 against 22.3 ms under XLA, so 16-D IAFs stay unrolled. The
+  `tfflows train` export of an 8-layer 5-D NSF-AR (SavedModel, parity
+  check, ONNX with onnxruntime parity): 102 s, then 62 s with the looped
+  solve, then 46 s with tf2onnx's optimizer passes run without their
+  safety copies of the whole graph (`tfflows.export.onnx`; a failing
+  pass converts again in tf2onnx's safe mode).
 - Eager calls. `Flow.log_prob`, `sample`, `encode` and `decode` run as cached
   graphs when called eagerly (2-3x faster than eager at 10,000 examples);
   the table times both libraries inside `tf.function` to compare the graphs.
