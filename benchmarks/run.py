@@ -645,7 +645,13 @@ arithmetic (2 CPU cores, 2026-11-23):
   check, ONNX with onnxruntime parity): 102 s, then 62 s with the looped
   solve, then 46 s with tf2onnx's optimizer passes run without their
   safety copies of the whole graph (`tfflows.export.onnx`; a failing
-  pass converts again in tf2onnx's safe mode).
+  pass converts again in tf2onnx's safe mode). A full speed run on
+  2026-12-06, after this change, found the host slower throughout (the
+  MAF step's matmul floor 2.78 ms against 1.79, every builder's first
+  step 1.6-2x longer, the code of most unchanged), so the tables keep the
+  earlier run; the row this change moves, NSF-AR's sample of 10,000, took
+  0.658 s there against MAF's 0.112 (5.9x MAF's; 3.2x unrolled in the
+  tables), still 6.6x faster than TFP's and 8.8x than zuko's in that run.
 - Eager calls. `Flow.log_prob`, `sample`, `encode` and `decode` run as cached
   graphs when called eagerly (2-3x faster than eager at 10,000 examples);
   the table times both libraries inside `tf.function` to compare the graphs.

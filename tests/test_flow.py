@@ -443,12 +443,9 @@ def test_fit_logs_the_real_nll():
     assert "bits_per_dim" not in history
 
 
-@pytest.mark.parametrize("conditional", [False, True])
-def test_a_short_last_batch_is_filled_up_and_weighted_out(conditional):
-    """70 rows in batches of 16 (and 40 validation rows): every step sees 16
-    rows, so the training and validation steps are traced once each (a
-    short last batch traced, and compiled under XLA, the step again), and
-    the logged figures are still the means over the real rows."""
+def _flow_counting_traces(conditional):
+    """A small MAF compiled with a zero learning rate, and the list its
+    `call` appends `(training, batch rows)` to each time it is traced."""
     flow = tff.models.maf(3, num_layers=2, hidden_units=(8,),
                           context_dim=3 if conditional else None)
     perturb(flow, scale=0.05)
@@ -461,6 +458,16 @@ def test_a_short_last_batch_is_filled_up_and_weighted_out(conditional):
         return call(inputs, training=training)
 
     flow.call = counting
+    return flow, traced
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_a_short_last_batch_is_filled_up_and_weighted_out(conditional):
+    """70 rows in batches of 16 (and 40 validation rows): every step sees 16
+    rows, so the training and validation steps are traced once each (a
+    short last batch traced, and compiled under XLA, the step again), and
+    the logged figures are still the means over the real rows."""
+    flow, traced = _flow_counting_traces(conditional)
     x, x_val = _vectors(70), _vectors(40, seed=3)
     if conditional:
         x = {"x": x, "context": _context(70)}
@@ -484,18 +491,7 @@ def test_evaluate_and_predict_run_arrays_in_one_batch_shape(conditional):
     default 32): the functions are traced at full batches only (a short
     last batch traced, and compiled under XLA, the step again), and the
     results are those of the real rows."""
-    flow = tff.models.maf(3, num_layers=2, hidden_units=(8,),
-                          context_dim=3 if conditional else None)
-    perturb(flow, scale=0.05)
-    flow.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
-    traced = []
-    call = flow.call
-
-    def counting(inputs, training=None):
-        traced.append(tf.nest.flatten(inputs)[0].shape[0])
-        return call(inputs, training=training)
-
-    flow.call = counting
+    flow, traced = _flow_counting_traces(conditional)
     x = _vectors(70)
     if conditional:
         x = {"x": x, "context": _context(70)}
@@ -510,7 +506,8 @@ def test_evaluate_and_predict_run_arrays_in_one_batch_shape(conditional):
         np.testing.assert_allclose(predicted, log_prob, rtol=1e-5, atol=1e-5)
     # Traced at the full batches only (or, for the second batch size, at a
     # relaxed batch dimension), never at the 6 rows left over.
-    assert 16 in traced and set(traced) <= {16, 32, None}
+    rows = {rows for _, rows in traced}
+    assert 16 in rows and rows <= {16, 32, None}
 
 
 def test_fit_logs_bits_per_dim_for_images():
