@@ -432,7 +432,6 @@ class MADE(keras.layers.Layer):
         rows = ops.shape(z_rows)[1]
         summed = range(1, last if keep_last else last + 1)
         start = (
-            ops.zeros([d, rows], dtype),  # x so far, for the network
             ops.zeros([d, rows], z_rows.dtype),  # x so far
             ops.zeros([rows], z_rows.dtype),  # log-det so far
             tuple(ops.broadcast_to(biases[k], [ops.shape(biases[k])[0], rows])
@@ -441,8 +440,8 @@ class MADE(keras.layers.Layer):
         )
         returns_log_det = []
 
-        def step(k, solved, values, log_det, pending, kept):
-            pending = list(pending)
+        def step(k, values, log_det, pending, kept):
+            pending, solved = list(pending), ops.cast(values, dtype)
             for layer in range(last):
                 size = sizes[layer]
                 if layer == 0:
@@ -469,13 +468,12 @@ class MADE(keras.layers.Layer):
                 tuple(ops.cast(params[i], z_rows.dtype) for i in range(p)))
             one_hot = ops.one_hot(k, d, dtype=z_rows.dtype)[:, None]
             values = values + one_hot * value[None]
-            solved = solved + ops.cast(one_hot * value[None], dtype)
             if value_log_det is not None:
                 returns_log_det.append(True)
                 log_det = log_det + value_log_det
-            return k + 1, solved, values, log_det, tuple(pending), kept
+            return k + 1, values, log_det, tuple(pending), kept
 
-        _, _, values, log_det, _, _ = tf.while_loop(
+        _, values, log_det, _, _ = tf.while_loop(
             lambda k, *_: k < d, step, (0,) + start, maximum_iterations=d)
         return (ops.take(values, np.argsort(columns), axis=0),
                 log_det if returns_log_det else None)
