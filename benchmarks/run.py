@@ -716,6 +716,17 @@ below as "night".
   MAF's sample of 10,000 from 0.081 to 0.106 s (a rank-one update of the
   whole first layer per step): neither kept. What remains is a
   compile-time lever that XLA does not offer through graph size alone.
+  Timed phase by phase from TensorFlow's own compile log (2026-12-06, a
+  slower host; the log itself adds 2-3 s): NSF-C's first step 14.1 s, of
+  which XLA 8.2 (the graph's symbolic execution into XLA 1.8, building
+  the computation 0.8, XLA's HLO passes 1.7, LLVM's code generation 4.0);
+  nsf 9.3 s, XLA 4.6; radial 12.1 s, XLA 5.3 (2.1, 1.3, 0.9, 1.1), so
+  radial's tracing, graph optimisation and start-up alone took 6.7 s;
+  iaf 38.5 s, XLA 21.8. `XLA_FLAGS=--xla_backend_optimization_level=1`
+  (a setting of the user's process, not one a library may make) took
+  NSF-C's first step from 11.7 to 10.3 s (steps of 14.5 against 13.9
+  ms), level 0 to 9.7 s with 89 ms steps: no setting meets 5 s on this
+  host.
 - IAF sampling within 1.5x of its dense layers: met in all three runs
   (1.46x, 1.22x, 1.46x), after the orders replaced the permutations.
 - MAF sampling, 2x TFP's: met in all three runs (3.28x, 3.61x, 3.21x),

@@ -178,9 +178,9 @@ def _export(flow, base_dir, version, overwrite, atol):
     try:
         archive = keras.export.ExportArchive()
         archive.track(flow)
-        endpoints = build_endpoints(flow)
-        endpoints["serving_default"] = endpoints["log_prob"]
-        for name, (fn, specs) in endpoints.items():
+        # `log_prob` goes first: Keras saves `serving_default` as the first
+        # endpoint's own function (one trace, one function in the file).
+        for name, (fn, specs) in build_endpoints(flow).items():
             archive.add_endpoint(name, fn, input_signature=specs)
         path = os.path.join(staging, "model")
         archive.write_out(path, verbose=False)
