@@ -150,15 +150,22 @@ def speed_tables(cfg, zuko_absent=None):
     x = rng.standard_normal((cfg["batch_size"] * cfg["train_steps"], d)).astype("float32")
     batch = cfg["batch_size"]
     throughput, tfp_throughput = {}, {}
-    for name in ("MAF", "RealNVP", "NSF-AR", "NSF-C"):
+    names = ("MAF", "RealNVP", "NSF-AR", "NSF-C")
+    # --quick: every first step in one new process (a process each costs a
+    # TensorFlow start-up, about 10 s); the full run times each in a process
+    # of its own.
+    quick_firsts = (in_new_process(speed.first_steps_seconds, names, arch, x,
+                                   batch, cfg["jit_compile"])
+                    if cfg is QUICK else None)
+    for name in names:
         call_epochs = cfg["call_epochs"] if name in ("MAF", "RealNVP") else (1,)
         ours = speed.training_throughput(
             flows[name], references[name], x, batch, cfg["epochs"],
             jit_compile=cfg["jit_compile"], call_epochs=call_epochs)
         theirs = zuko(zuko_flows.training_speed, name, x, batch, cfg["epochs"],
                       zuko_arch(name), 1e-3, 0, None, call_epochs)
-        first = in_new_process(speed.first_step_seconds, name, arch, x, batch,
-                               cfg["jit_compile"])
+        first = (quick_firsts[name] if quick_firsts else in_new_process(
+            speed.first_step_seconds, name, arch, x, batch, cfg["jit_compile"]))
         zuko_rate = theirs and theirs["examples_per_second"]
         throughput[name], tfp_throughput[name] = ours["ours"], ours["theirs"]
         ratios = {"TFP": ours["speedup"],

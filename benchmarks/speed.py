@@ -191,6 +191,14 @@ def first_step_seconds(kind, arch, x, batch_size, jit_compile="auto"):
     return ours, time.perf_counter() - start
 
 
+def first_steps_seconds(kinds, arch, x, batch_size, jit_compile="auto"):
+    """`{kind: first_step_seconds(kind, ...)}` in one process: for --quick,
+    which checks the code runs (only the first kind's figures are what a
+    new process pays)."""
+    return {kind: first_step_seconds(kind, arch, x, batch_size, jit_compile)
+            for kind in kinds}
+
+
 # Every vector builder at its defaults, as `tff.models` documents them, keyed
 # by the call (`{d}` the event size).
 DEFAULT_BUILDERS = {
