@@ -59,11 +59,11 @@ def autodiff_log_det(fn, x, event_ndims):
     x = tf.convert_to_tensor(x)
     event_shape = x.shape[1:]
     flat = tf.reshape(x, [x.shape[0], -1])
-    # Up to a few dozen entries, one backward pass per entry (a loop) is
-    # faster than pfor's vectorised Jacobian, which converts the backward
-    # pass anew on every eager call: 0.5 against 3.0 s through an ODE solve
-    # of 3-D events, 0.07 against 0.28 s for a 3-D affine coupling; at 32
-    # entries (4x4x2) pfor is ahead (0.31 against 0.37 s).
+    # For small events one backward pass per entry (a loop) is faster than
+    # pfor's vectorised Jacobian, which converts the backward pass anew on
+    # every eager call: 0.5 against 3.0 s through an ODE solve of 3-D
+    # events, 0.07 against 0.28 s for a 3-D affine coupling; at 32 entries
+    # (4x4x2) pfor is ahead (0.31 against 0.37 s).
     use_pfor = flat.shape[1] > 16
     with tf.GradientTape(persistent=not use_pfor) as tape:
         tape.watch(flat)
